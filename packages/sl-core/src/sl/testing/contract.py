@@ -1,0 +1,415 @@
+"""``verify_contract``: the checks every layer must pass (DESIGN.md section 4).
+
+1. ``step``: layer-wise and step-wise outputs agree (after flushing
+   ``input_latency`` invalid steps and dropping ``output_latency`` outputs);
+   masks must be exactly equal.
+2. ``step_2x``: the same with two blocks per step.
+3. ``gradients``: input and parameter gradients agree between layer and step.
+4. ``padding``: ``4 * block_size`` extra invalid steps and NaN in every invalid
+   position change no valid output (layer and step).
+5. ``batching``: garbage rows (NaN, mask True) added around the batch change nothing.
+6. ``spec`` / ``state``: outputs match ``get_output_spec``; the state keeps its
+   structure, shapes and dtypes across steps.
+7. ``receptive_field``: the declared receptive field equals the Jacobian's.
+8. ``compile`` (opt-in): ``step`` runs under ``torch.compile(fullgraph=True)``
+   with the eager results.
+
+Each failure raises :class:`ContractViolation` whose ``check`` names the check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from sl.layer import SequenceLayer
+from sl.stepping import step_by_step
+from sl.testing.sequences import fill_invalid, garbage_value, sequences_close
+from sl.types import ChannelSpec, Constants, Sequence, State
+
+__all__ = ["CHECKS", "ContractViolation", "measure_receptive_field", "verify_contract"]
+
+CHECKS = ("step", "step_2x", "gradients", "padding", "batching", "spec", "state", "receptive_field", "compile")
+
+
+class ContractViolation(AssertionError):
+    """A layer broke its contract; ``check`` is one of :data:`CHECKS`."""
+
+    def __init__(self, check: str, layer: SequenceLayer, message: str) -> None:
+        self.check = check
+        super().__init__(f"[{check}] {type(layer).__name__}: {message}")
+
+
+def _is_seq(x: Any) -> bool:
+    return isinstance(x, Sequence)
+
+
+def _floating(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point or dtype.is_complex
+
+
+@contextlib.contextmanager
+def _fork_rng(seed: int) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _pad_constants(constants: Constants | None, amount: int) -> Constants | None:
+    if constants is None or amount == 0:
+        return constants
+    out = {}
+    for k, v in constants.items():
+        if isinstance(v, Sequence):
+            v = fill_invalid(v.pad_time(0, amount, valid=False), garbage_value(v.dtype) if _floating(v.dtype) else 0)
+        out[k] = v
+    return out
+
+
+def _batch_garbage(x: Sequence) -> Sequence:
+    g = garbage_value(x.dtype)
+    row_v = torch.full((1, *x.values.shape[1:]), g, dtype=x.dtype, device=x.device)
+    row_m = torch.ones((1, x.values.shape[1]), dtype=torch.bool, device=x.device)
+    return Sequence(torch.cat([row_v, x.values, row_v], 0), torch.cat([row_m, x.mask, row_m], 0))
+
+
+def _batch_garbage_constants(constants: Constants | None) -> Constants | None:
+    if constants is None:
+        return None
+
+    def pad(v: Any) -> Any:
+        if isinstance(v, Sequence):
+            return _batch_garbage(v)
+        if isinstance(v, torch.Tensor) and v.dim() >= 1:
+            g = garbage_value(v.dtype)
+            row = torch.full((1, *v.shape[1:]), g, dtype=v.dtype, device=v.device)
+            return torch.cat([row, v, row], 0)
+        return v
+
+    return {k: pad(v) for k, v in constants.items()}
+
+
+def _strip_batch(y: Sequence) -> Sequence:
+    return y[1:-1]
+
+
+def _run_layer(layer: SequenceLayer, x: Sequence, training: bool, constants: Constants | None, seed: int) -> Sequence:
+    with _fork_rng(seed):
+        return layer.layer(x, training=training, constants=constants)
+
+
+def _run_step(
+    layer: SequenceLayer,
+    x: Sequence,
+    training: bool,
+    constants: Constants | None,
+    stream_constants: bool,
+    blocks_per_step: int,
+    seed: int,
+    step_fn: Callable[..., Any] | None = None,
+) -> tuple[Sequence, State, State]:
+    """Flushes, steps, drops the output latency. Returns (y, initial_state, final_state)."""
+    x = x.pad_time(0, layer.input_latency, valid=False)
+    if stream_constants:
+        constants = _pad_constants(constants, layer.input_latency)
+    with _fork_rng(seed):
+        state0 = layer.get_initial_state(x.values.shape[0], x.channel_spec, training=training, constants=constants)
+        if step_fn is None:
+            y, state = step_by_step(
+                layer,
+                x,
+                training=training,
+                initial_state=state0,
+                blocks_per_step=blocks_per_step,
+                constants=constants,
+                stream_constants=stream_constants,
+            )
+        else:
+            y, state = _step_with_fn(layer, x, state0, constants, stream_constants, step_fn)
+    return y[:, layer.output_latency :], state0, state
+
+
+def _step_with_fn(
+    layer: SequenceLayer,
+    x: Sequence,
+    state: State,
+    constants: Constants | None,
+    stream_constants: bool,
+    step_fn: Callable[..., Any],
+) -> tuple[Sequence, State]:
+    size = layer.block_size
+    x = x.pad_to_multiple(size)
+    outs = []
+    for start in range(0, x.values.shape[1], size):
+        c = constants
+        if stream_constants and constants is not None:
+            c = {k: (v[:, start : start + size] if isinstance(v, Sequence) else v) for k, v in constants.items()}
+        y, state = step_fn(x[:, start : start + size], state, c)
+        outs.append(y)
+    return Sequence.concatenate_sequences(outs), state
+
+
+def _check_close(check: str, layer: SequenceLayer, a: Sequence, b: Sequence, rtol: float, atol: float, what: str) -> None:
+    ok, reason = sequences_close(a, b, rtol=rtol, atol=atol)
+    if not ok:
+        raise ContractViolation(check, layer, f"{what}: {reason}")
+
+
+def _spec_of_state(state: State) -> tuple[Any, list[tuple[tuple[int, ...], torch.dtype]]]:
+    leaves, spec = pytree.tree_flatten(state)
+    out = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            out.append((tuple(leaf.shape), leaf.dtype))
+        else:
+            out.append((type(leaf).__name__, leaf))  # type: ignore[arg-type]
+    return spec, out
+
+
+def _check_state(layer: SequenceLayer, initial: State, final: State) -> None:
+    spec0, leaves0 = _spec_of_state(initial)
+    spec1, leaves1 = _spec_of_state(final)
+    if spec0 != spec1:
+        raise ContractViolation("state", layer, f"state structure changed while stepping: {spec0} -> {spec1}")
+    for i, (a, b) in enumerate(zip(leaves0, leaves1)):
+        if a != b:
+            raise ContractViolation("state", layer, f"state leaf {i} changed from {a} to {b} while stepping")
+        if not isinstance(a[0], tuple):
+            raise ContractViolation(
+                "state", layer, f"state leaf {i} is a Python {a[0]}, not a tensor; step state must be tensors"
+            )
+
+
+def _output_cotangent(y: Sequence) -> torch.Tensor:
+    return y.expanded_mask().to(torch.float32).expand(y.values.shape)
+
+
+def _loss(y: Sequence) -> torch.Tensor:
+    v = y.values
+    if v.is_complex():
+        v = torch.view_as_real(v).sum(-1)
+    cot = _output_cotangent(y)
+    v = torch.where(cot.bool(), v, torch.zeros((), dtype=v.dtype, device=v.device))
+    return (v.float() * cot).sum()
+
+
+def _gradients(
+    layer: SequenceLayer, run: Callable[[Sequence], Sequence], x: Sequence, params: list[torch.nn.Parameter]
+) -> list[torch.Tensor | None]:
+    xv = x.values.detach().clone().requires_grad_(_floating(x.dtype))
+    xin = type(x)(xv, x.mask)
+    y = run(xin).mask_invalid()
+    inputs = ([xv] if xv.requires_grad else []) + params
+    if not inputs:
+        return []
+    loss = _loss(y)
+    if not loss.requires_grad:
+        return [None] * len(inputs)
+    grads = list(torch.autograd.grad(loss, inputs, allow_unused=True))
+    if xv.requires_grad and grads[0] is not None:
+        grads[0] = torch.where(x.expanded_mask(), grads[0], torch.zeros((), dtype=grads[0].dtype))
+    return grads
+
+
+def measure_receptive_field(
+    layer: SequenceLayer,
+    x: Sequence,
+    *,
+    training: bool = False,
+    constants: Constants | None = None,
+) -> tuple[float, float] | None:
+    """The receptive field seen by autograd: input offsets whose values reach each output.
+
+    ``x`` is made all-valid and lengthened with noise to at least twice the declared span,
+    as in the reference; offsets are relative to ``floor(output_step / output_ratio)``.
+    """
+    values = x.values
+    declared = layer.receptive_field
+    if declared is not None:
+        s, e = declared
+        span = (0 if e == math.inf else e) - (0 if s == -math.inf else s) + 1
+        need = int(2 * span)
+        if values.shape[1] < need:
+            noise = torch.randn((values.shape[0], need - values.shape[1], *values.shape[2:])).to(values.dtype)
+            values = torch.cat([noise, values], 1)
+    values = values.detach().clone()
+    if values.is_complex():
+        parts = [torch.view_as_real(values).detach().clone().requires_grad_(True)]
+
+        def make(p: list[torch.Tensor]) -> torch.Tensor:
+            return torch.view_as_complex(p[0])
+    else:
+        parts = [values.requires_grad_(True)]
+
+        def make(p: list[torch.Tensor]) -> torch.Tensor:
+            return p[0]
+
+    mask = torch.ones(values.shape[:2], dtype=torch.bool, device=values.device)
+    y = layer.layer(Sequence(make(parts), mask), training=training, constants=constants).mask_invalid().values
+    if y.is_complex():
+        y = torch.view_as_real(y)
+        mag = y.abs().sum(dim=tuple(range(2, y.dim())))
+    else:
+        mag = y.abs().sum(dim=tuple(range(2, y.dim()))) if y.dim() > 2 else y.abs()
+    ratio = layer.output_ratio
+    t_out = mag.shape[1]
+    start = end = None
+    for to in range(t_out):
+        (g,) = torch.autograd.grad(mag[:, to].sum(), parts, retain_graph=True, allow_unused=True)
+        if g is None:
+            continue
+        g = torch.where(torch.isfinite(g), g, torch.zeros((), dtype=g.dtype))
+        has = (g != 0).reshape(g.shape[0], g.shape[1], -1).any(-1).any(0)
+        idx = has.nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        row = (to * ratio.denominator) // ratio.numerator
+        lo = int(idx[0]) - row
+        hi = int(idx[-1]) - row
+        start = lo if start is None else min(start, lo)
+        end = hi if end is None else max(end, hi)
+    if start is None or end is None:
+        return None
+    return (start, end)
+
+
+def _check_receptive_field(
+    layer: SequenceLayer, x: Sequence, training: bool, constants: Constants | None, relaxed: bool
+) -> None:
+    declared = layer.receptive_field
+    if declared is not None and declared[0] == -math.inf and declared[1] == math.inf:
+        return
+    measured = measure_receptive_field(layer, x, training=training, constants=constants)
+    if declared is None or measured is None:
+        if declared != measured:
+            raise ContractViolation(
+                "receptive_field", layer, f"declared receptive field {declared}, measured {measured}"
+            )
+        return
+    ds, de = declared
+    ms, me = measured
+    if relaxed:
+        ok = (ds == -math.inf or ds <= ms) and (de == math.inf or de >= me)
+    else:
+        ok = (ds == -math.inf or ds == ms) and (de == math.inf or de == me)
+    if not ok:
+        raise ContractViolation("receptive_field", layer, f"declared receptive field {declared}, measured {measured}")
+
+
+def verify_contract(
+    layer: SequenceLayer,
+    x: Sequence,
+    *,
+    training: bool = False,
+    constants: Constants | None = None,
+    stream_constants: bool = False,
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    grad_rtol: float | None = None,
+    grad_atol: float | None = None,
+    test_gradients: bool = True,
+    test_2x_step: bool = True,
+    test_padding_invariance: bool = True,
+    test_batching: bool = True,
+    test_receptive_field: bool = True,
+    receptive_field_relaxed: bool = False,
+    pad_constants: bool = False,
+    pad_constants_ratio: int = 1,
+    compile: bool = False,
+    compile_backend: str = "inductor",
+    seed: int = 0,
+) -> Sequence:
+    """Checks ``layer`` against the contract on input ``x``; returns the layer-wise output.
+
+    ``x`` should come from :func:`sl.testing.random_sequence`. Stochastic layers are
+    run with the same RNG seed in every mode. Raises :class:`ContractViolation`.
+    """
+    if not isinstance(x, Sequence):
+        raise TypeError(f"verify_contract expects an sl.Sequence input; got {type(x).__name__}.")
+    x = x.mask_invalid()
+    grad_rtol = rtol if grad_rtol is None else grad_rtol
+    grad_atol = atol if grad_atol is None else grad_atol
+    block = layer.block_size
+    params = [p for p in layer.parameters() if p.requires_grad]
+
+    # Layer pass and its spec.
+    y = _run_layer(layer, x, training, constants, seed).mask_invalid()
+    spec = layer.get_output_spec(x.channel_spec, constants=constants)
+    if y.channel_shape != tuple(spec.shape) or y.dtype != spec.dtype:
+        raise ContractViolation(
+            "spec", layer, f"layer output spec {y.channel_spec} != get_output_spec {ChannelSpec(tuple(spec.shape), spec.dtype)}"
+        )
+    expected_len = x.values.shape[1] * layer.output_ratio
+    if y.values.shape[1] != expected_len:
+        raise ContractViolation(
+            "spec", layer, f"layer output length {y.values.shape[1]} != input length x output_ratio = {expected_len}"
+        )
+
+    # Padding invariance (layer).
+    nan_pad = garbage_value(x.dtype) if _floating(x.dtype) else 0
+    x_padded = fill_invalid(x.pad_time(0, 4 * block, valid=False), nan_pad)
+    padded_constants = (
+        _pad_constants(constants, 4 * block * pad_constants_ratio) if (pad_constants or stream_constants) else constants
+    )
+    if test_padding_invariance:
+        y_pad = _run_layer(layer, x_padded, training, padded_constants, seed)
+        _check_close("padding", layer, y, y_pad, rtol, atol, "layer output changed when invalid steps were NaN and padded")
+
+    # Batch independence (layer).
+    if test_batching:
+        y_b = _strip_batch(_run_layer(layer, _batch_garbage(x), training, _batch_garbage_constants(constants), seed))
+        _check_close("batching", layer, y, y_b, rtol, atol, "layer output changed when garbage batch rows were added")
+
+    if layer.supports_step:
+        y_step, state0, state1 = _run_step(layer, x, training, constants, stream_constants, 1, seed)
+        _check_state(layer, state0, state1)
+        if y_step.channel_spec != y.channel_spec:
+            raise ContractViolation("spec", layer, f"step output spec {y_step.channel_spec} != layer {y.channel_spec}")
+        _check_close("step", layer, y, y_step, rtol, atol, "step-wise output differs from layer-wise output")
+        if test_2x_step:
+            y_step2, _, _ = _run_step(layer, x, training, constants, stream_constants, 2, seed)
+            _check_close("step_2x", layer, y, y_step2, rtol, atol, "step-wise output with 2 blocks per step differs")
+        if test_padding_invariance:
+            y_step_pad, _, _ = _run_step(layer, x_padded, training, padded_constants, stream_constants, 1, seed)
+            _check_close("padding", layer, y, y_step_pad, rtol, atol, "step output changed when invalid steps were NaN")
+        if test_batching:
+            y_step_b, _, _ = _run_step(
+                layer, _batch_garbage(x), training, _batch_garbage_constants(constants), stream_constants, 1, seed
+            )
+            _check_close("batching", layer, y, _strip_batch(y_step_b), rtol, atol, "step output changed with garbage rows")
+        if test_gradients and (params or _floating(x.dtype)) and _floating(y.dtype):
+            g_layer = _gradients(layer, lambda xi: _run_layer(layer, xi, training, constants, seed), x, params)
+            g_step = _gradients(
+                layer, lambda xi: _run_step(layer, xi, training, constants, stream_constants, 1, seed)[0], x, params
+            )
+            names = (["input"] if _floating(x.dtype) else []) + [n for n, p in layer.named_parameters() if p.requires_grad]
+            for name, a, b in zip(names, g_layer, g_step):
+                if a is None and b is None:
+                    continue
+                a = torch.zeros_like(b) if a is None else a  # type: ignore[arg-type]
+                b = torch.zeros_like(a) if b is None else b
+                if not torch.allclose(a.float(), b.float(), rtol=grad_rtol, atol=grad_atol, equal_nan=False):
+                    err = (a.float() - b.float()).abs().max().item()
+                    raise ContractViolation(
+                        "gradients", layer, f"gradient w.r.t. {name} differs between layer and step (max |diff| {err:.3g})"
+                    )
+        if compile:
+            compiled = torch.compile(
+                lambda xb, s, c: layer.step(xb, s, training=training, constants=c),
+                fullgraph=True,
+                backend=compile_backend,
+            )
+            try:
+                y_c, _, _ = _run_step(layer, x, training, constants, stream_constants, 1, seed, step_fn=compiled)
+            except Exception as e:  # noqa: BLE001 - any compile failure is a contract failure
+                raise ContractViolation("compile", layer, f"step failed under torch.compile(fullgraph=True): {e}") from e
+            _check_close("compile", layer, y_step, y_c, max(rtol, 1e-5), max(atol, 1e-5), "compiled step differs from eager")
+
+    if test_receptive_field and _floating(x.dtype) and _floating(y.dtype):
+        _check_receptive_field(layer, x, training, constants, receptive_field_relaxed)
+    return y
