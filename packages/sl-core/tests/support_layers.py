@@ -22,7 +22,7 @@ class CausalFIR(sl.PreservesType, sl.PreservesShape, sl.SequenceLayer):
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         return {0: (-(self.taps - 1), 0)}
 
-    def _fir(self, padded: torch.Tensor, t: int) -> torch.Tensor:  # noqa: D401 - helper
+    def _fir(self, padded: torch.Tensor, t: int) -> torch.Tensor:
         w = self.weight.to(padded.dtype)
         out = torch.zeros_like(padded[:, self.taps - 1 :][:, :t])
         for k in range(self.taps):

@@ -143,7 +143,7 @@ def receptive_field_per_step_of_serial_layers(layers: TypingSequence[SequenceLay
     per_step = [layer.receptive_field_per_step for layer in layers]
     ratios = [layer.output_ratio for layer in layers]
     n = math.lcm(*[len(r) for r in per_step])
-    rf: dict[int, ReceptiveField] = {k: (0, 0) for k in range(n)}
+    rf: dict[int, ReceptiveField] = dict.fromkeys(range(n), (0, 0))
     acc = fractions.Fraction(1)
     for ratio, layer_rf in zip(reversed(ratios), reversed(per_step)):
         rf = propagate_receptive_field_to_prev_layer(rf, layer_rf, ratio, acc)

@@ -81,6 +81,6 @@ def check_plugin(plugin: str | None = None) -> list[ExampleResult]:
         try:
             check_example(example)
             results.append(ExampleResult(name, example.label, True))
-        except Exception as e:  # noqa: BLE001 - report every failure
+        except Exception as e:
             results.append(ExampleResult(name, example.label, False, "".join(traceback.format_exception_only(e)).strip()))
     return results
