@@ -1,0 +1,3 @@
+"""sl-conv: convolution, pooling, normalization (an sl plugin; depends on sl-core only)."""
+
+__version__ = "0.1.0"
