@@ -49,7 +49,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy over every package's sources."""
     _install_torch(session)
     session.install("mypy>=1.10", *[_pkg(p) for p in PACKAGES])
-    session.run("mypy", *[f"packages/{p}/src" for p in PACKAGES])
+    mypypath = os.pathsep.join(str(ROOT / "packages" / p / "src") for p in PACKAGES)
+    modules = ["sl"] + [p.replace("-", "_") for p in PLUGINS]
+    args = [arg for m in modules for arg in ("-p", m)]
+    session.run("mypy", *args, env={"MYPYPATH": mypypath})
 
 
 @nox.session
