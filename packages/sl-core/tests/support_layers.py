@@ -72,3 +72,172 @@ class Decimate(sl.PreservesType, sl.PreservesShape, sl.Stateless):
     def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
         x = x.pad_to_multiple(self.rate)
         return type(x)(x.values[:, :: self.rate], x.mask[:, :: self.rate])
+
+
+# -- test-only layers for the combinator tests ------------------------------------------
+
+
+class RepeatUpsample(sl.PreservesType, sl.PreservesShape, sl.Stateless):
+    """Repeats every step ``rate`` times (ratio ``rate``, block size 1)."""
+
+    def __init__(self, rate: int = 2) -> None:
+        super().__init__()
+        self.rate = rate
+
+    @property
+    def output_ratio(self) -> fractions.Fraction:
+        return fractions.Fraction(self.rate)
+
+    @property
+    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
+        return dict.fromkeys(range(self.rate), (0, 0))
+
+    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        return type(x)(x.values.repeat_interleave(self.rate, dim=1), x.mask.repeat_interleave(self.rate, dim=1))
+
+
+class ReverseFIR(sl.PreservesType, sl.PreservesShape, sl.SequenceLayer):
+    """Lookahead filter y[t] = sum_k w[k] * x[t + k]: input/output latency ``taps - 1``.
+
+    Step-wise it buffers the last ``taps - 1`` inputs (and their mask), so its outputs
+    come ``taps - 1`` steps late.
+    """
+
+    def __init__(self, taps: int = 3) -> None:
+        super().__init__()
+        self.taps = taps
+        self.weight = torch.nn.Parameter(torch.randn(taps))
+
+    @property
+    def input_latency(self) -> int:
+        return self.taps - 1
+
+    @property
+    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
+        return {0: (0, self.taps - 1)}
+
+    def _fir(self, padded: torch.Tensor, t: int) -> torch.Tensor:
+        w = self.weight.to(padded.dtype)
+        out = w[0] * padded[:, :t]
+        for k in range(1, self.taps):
+            out = out + w[k] * padded[:, k : k + t]
+        return out
+
+    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        x = x.mask_invalid()
+        t = x.values.shape[1]
+        padded = x.pad_time(0, self.taps - 1, valid=False).values
+        return Sequence(self._fir(padded, t), x.mask).mask_invalid()
+
+    def get_initial_state(
+        self,
+        batch_size: int,
+        input_spec: ChannelSpec,
+        *,
+        training: bool | None = None,
+        constants: Constants | None = None,
+    ) -> State:
+        n = self.taps - 1
+        return (
+            torch.zeros((batch_size, n, *input_spec.shape), dtype=input_spec.dtype),
+            torch.zeros((batch_size, n), dtype=torch.bool),
+        )
+
+    def step(
+        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+    ) -> tuple[Sequence, State]:
+        x = x.mask_invalid()
+        t = x.values.shape[1]
+        buf_v, buf_m = state
+        pv = torch.cat([buf_v, x.values], 1)
+        pm = torch.cat([buf_m, x.mask], 1)
+        y = Sequence(self._fir(pv, t), pm[:, :t]).mask_invalid()
+        n = self.taps - 1
+        return y, (pv[:, pv.shape[1] - n :], pm[:, pm.shape[1] - n :])
+
+
+class Scale(sl.PreservesType, sl.StatelessPointwise):
+    """y = scale * x with a learnable scalar."""
+
+    def __init__(self, scale: float = 2.0) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale)))
+
+    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        return x.apply_values(lambda v: v * self.scale.to(v.dtype))
+
+
+class Widen(sl.PreservesType, sl.Stateless):
+    """Maps channels C -> ``features`` with a learnable matrix (changes the channel shape)."""
+
+    def __init__(self, in_features: int, features: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(features, in_features) / in_features**0.5)
+
+    def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
+        return (*tuple(input_shape)[:-1], self.weight.shape[0])
+
+    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        return x.apply_values(lambda v: torch.nn.functional.linear(v, self.weight.to(v.dtype)))
+
+
+class Tap(sl.PreservesType, sl.PreservesShape, sl.StatelessEmitting):
+    """Identity that emits its input under ``name``."""
+
+    def __init__(self, name: str = "tap") -> None:
+        super().__init__()
+        self.name = name
+
+    def layer_with_emits(
+        self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None
+    ) -> tuple[Sequence, dict[str, Sequence]]:
+        return x, {self.name: x}
+
+
+class MutateConstants(sl.PreservesType, sl.StatelessPointwise):
+    """Writes into ``constants`` (a badly behaved child) and records what it saw."""
+
+    def __init__(self, key: str = "k") -> None:
+        super().__init__()
+        self.key = key
+        self.seen: list[object] = []
+
+    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        self.seen.append(None if constants is None else constants.get(self.key))
+        if constants is not None:
+            constants[self.key] = "mutated"
+        return x
+
+
+class NonSteppable(sl.PreservesType, sl.StatelessPointwise):
+    """An identity that declares supports_step = False."""
+
+    @property
+    def supports_step(self) -> bool:
+        return False
+
+    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        return x
+
+
+class ZeroStuff(sl.PreservesType, sl.PreservesShape, sl.Stateless):
+    """Upsamples by inserting ``rate - 1`` zeros after each step (like Conv1DTranspose k=1)."""
+
+    def __init__(self, rate: int = 2) -> None:
+        super().__init__()
+        self.rate = rate
+
+    @property
+    def output_ratio(self) -> fractions.Fraction:
+        return fractions.Fraction(self.rate)
+
+    @property
+    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
+        return {0: (0, 0), **dict.fromkeys(range(1, self.rate))}
+
+    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        x = x.mask_invalid()
+        b, t = x.values.shape[:2]
+        zeros = torch.zeros((b, t, self.rate - 1, *x.values.shape[2:]), dtype=x.dtype)
+        v = torch.cat([x.values[:, :, None], zeros], 2).reshape(b, t * self.rate, *x.values.shape[2:])
+        return type(x)(v, x.mask.repeat_interleave(self.rate, dim=1))

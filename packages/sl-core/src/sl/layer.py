@@ -55,11 +55,13 @@ def _check_sequence(layer: SequenceLayer, x: Any, method: str) -> None:
 def _check_output(layer: SequenceLayer, x: Sequence, y: Any, constants: Constants | None, method: str) -> None:
     if not isinstance(y, Sequence):
         raise TypeError(f"{_layer_name(layer)}.{method} returned {type(y).__name__}, expected an sl.Sequence.")
-    expected = tuple(layer.get_output_shape(x.channel_shape, constants=constants))
+    # get_output_spec (as the reference's check does), so a layer that needs the dtype to know
+    # its shape (Lambda) can override get_output_spec alone.
+    expected = tuple(layer.get_output_spec(x.channel_spec, constants=constants).shape)
     if y.channel_shape != expected:
         raise ValueError(
             f"{_layer_name(layer)}.{method} produced channel shape {y.channel_shape} for input channel "
-            f"shape {x.channel_shape}, but get_output_shape declares {expected}."
+            f"shape {x.channel_shape}, but get_output_spec declares {expected}."
         )
 
 
