@@ -224,6 +224,13 @@ class Serial(SequenceLayer):
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
         return _serial_output_dtype(self._children, input_dtype, constants)
 
+    def get_output_spec(self, input_spec: ChannelSpec, *, constants: Constants | None = None) -> ChannelSpec:
+        # Chains full specs, so a child whose shape depends on the dtype (Lambda) works inside.
+        spec = ChannelSpec(tuple(input_spec[0]), input_spec[1])
+        for child in self._children:
+            spec = child.get_output_spec(spec, constants=copy_constants(constants))
+        return spec
+
     def get_initial_state(
         self,
         batch_size: int,

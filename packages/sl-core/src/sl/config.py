@@ -162,8 +162,10 @@ def layer_config(layer: SequenceLayer) -> dict[str, Any]:
 def _resolve_type(name: str) -> type:
     from sl import registry
 
-    if ":" in name and "." in name.split(":", 1)[0]:
-        # An import path "package.module:QualName" for layers outside the registry.
+    prefix = name.split(":", 1)[0] if ":" in name else None
+    if prefix is not None and ("." in prefix or registry.namespace(prefix) is None):
+        # An import path "package.module:QualName" (or "module:QualName", when no plugin has
+        # that name) for layers outside the registry.
         module_name, qualname = name.split(":", 1)
         try:
             obj: Any = importlib.import_module(module_name)

@@ -136,10 +136,13 @@ class LayerRegistry:
             if not n.isidentifier():
                 raise ValueError(f"Plugin {plugin!r}: layer name {n!r} is not a Python identifier.")
             qualified = f"{plugin}:{n}"
-            if qualified in self._by_qualified and self._by_qualified[qualified] is not cls:
+            previous = self._by_qualified.get(qualified)
+            for p, pn, pcls in self._pending:  # earlier add() calls of this same hook
+                if (p, pn) == (plugin, n):
+                    previous = pcls
+            if previous is not None and previous is not cls:
                 raise ValueError(
-                    f"Plugin {plugin!r} registers {n!r} twice, for "
-                    f"{self._by_qualified[qualified].__qualname__} and {cls.__qualname__}."
+                    f"Plugin {plugin!r} registers {n!r} twice, for {previous.__qualname__} and {cls.__qualname__}."
                 )
             self._pending.append((plugin, n, cls))
         self._pending_primary = getattr(self, "_pending_primary", {})
@@ -235,41 +238,54 @@ def _load() -> None:
         if _state.loaded:
             return
         _state.loaded = True
-        strict = _env_flag("SL_STRICT_PLUGINS")
-        pm = pluggy.PluginManager(PROJECT)
-        pm.add_hookspecs(_HookSpecs)
-        _state.pm = pm
-        allow: set[str] | None = None
-        if os.environ.get("SL_PLUGINS", "").strip():
-            allow = {p.strip() for p in os.environ["SL_PLUGINS"].split(",") if p.strip()}
-        disabled = _env_flag("SL_DISABLE_PLUGIN_AUTOLOAD")
+        try:
+            _load_all()
+        except BaseException:
+            # Strict mode (or a bug): forget the partial load so the next lookup raises again
+            # instead of silently working with plugins missing.
+            _state.loaded = False
+            _state.pm = None
+            _state.layers = LayerRegistry()
+            _state.plugins = {}
+            raise
 
-        # sl-core's own layers come first, always, whether or not metadata is installed.
-        from sl import plugin as core_plugin
 
-        core_info = PluginInfo("core", "sl-core", _version("sl-core"), core_plugin.__name__)
-        _state.plugins["core"] = core_info
-        _register_one(pm, "core", core_plugin, core_info, strict)
+def _load_all() -> None:
+    strict = _env_flag("SL_STRICT_PLUGINS")
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(_HookSpecs)
+    _state.pm = pm
+    allow: set[str] | None = None
+    if os.environ.get("SL_PLUGINS", "").strip():
+        allow = {p.strip() for p in os.environ["SL_PLUGINS"].split(",") if p.strip()}
+    disabled = _env_flag("SL_DISABLE_PLUGIN_AUTOLOAD")
 
-        for ep in _entry_points():
-            if ep.name == "core":
-                continue
-            if disabled or (allow is not None and ep.name not in allow):
-                continue
-            dist = ep.dist.name if ep.dist is not None else None
-            info = PluginInfo(ep.name, dist, ep.dist.version if ep.dist is not None else None, ep.value)
-            _state.plugins[ep.name] = info
-            try:
-                obj = ep.load()
-            except Exception as exc:
-                _record_failure(info, exc, strict)
-                continue
-            _register_one(pm, ep.name, obj, info, strict)
+    # sl-core's own layers come first, always, whether or not metadata is installed.
+    from sl import plugin as core_plugin
 
-        for name, obj in _state.extra:
-            info = PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj)))
-            _state.plugins[name] = info
-            _register_one(pm, name, obj, info, strict)
+    core_info = PluginInfo("core", "sl-core", _version("sl-core"), core_plugin.__name__)
+    _state.plugins["core"] = core_info
+    _register_one(pm, "core", core_plugin, core_info, strict)
+
+    for ep in _entry_points():
+        if ep.name == "core":
+            continue
+        if disabled or (allow is not None and ep.name not in allow):
+            continue
+        dist = ep.dist.name if ep.dist is not None else None
+        info = PluginInfo(ep.name, dist, ep.dist.version if ep.dist is not None else None, ep.value)
+        _state.plugins[ep.name] = info
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            _record_failure(info, exc, strict)
+            continue
+        _register_one(pm, ep.name, obj, info, strict)
+
+    for name, obj in _state.extra:
+        info = PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj)))
+        _state.plugins[name] = info
+        _register_one(pm, name, obj, info, strict)
 
 
 def _version(dist: str) -> str | None:
@@ -289,7 +305,12 @@ def add_plugin(obj: Any, name: str) -> PluginInfo:
         info = PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj)))
         _state.plugins[name] = info
         assert _state.pm is not None
-        _register_one(_state.pm, name, obj, info, _env_flag("SL_STRICT_PLUGINS"))
+        try:
+            _register_one(_state.pm, name, obj, info, _env_flag("SL_STRICT_PLUGINS"))
+        except BaseException:
+            _state.extra.pop()
+            del _state.plugins[name]
+            raise
         return info
 
 
@@ -319,15 +340,16 @@ def get(name: str) -> type:
         plugin = name.split(":", 1)[0]
         info = _state.plugins.get(plugin)
         if info is not None and info.error:
-            raise KeyError(f"Layer {name!r} is unavailable: plugin {plugin!r} failed to load ({info.error.splitlines()[0]}).")
+            raise KeyError(
+                f"Layer {name!r} is unavailable: plugin {plugin!r} failed to load ({info.error.splitlines()[0]})."
+            )
         raise KeyError(f"No layer {name!r} is registered. {_suggest(name.split(':', 1)[1])}")
     owners = layers._bare.get(name, [])
     if len(owners) == 1:
         return layers._by_qualified[owners[0]]
     if len(owners) > 1:
         raise KeyError(
-            f"Layer name {name!r} is ambiguous: it is registered by {', '.join(sorted(owners))}. "
-            "Use a qualified name."
+            f"Layer name {name!r} is ambiguous: it is registered by {', '.join(sorted(owners))}. Use a qualified name."
         )
     raise KeyError(f"No layer named {name!r} is registered. {_suggest(name)}")
 
@@ -380,7 +402,8 @@ def examples(plugin: str | None = None) -> list[tuple[str, LayerExample]]:
             continue
         if not _state.plugins.get(impl.plugin_name, PluginInfo("", None, None, None)).ok:
             continue
-        for ex in impl.function():
+        provided: Iterable[LayerExample] = impl.function() or ()  # type: ignore[assignment]
+        for ex in provided:
             out.append((impl.plugin_name, ex))
     return out
 
@@ -424,4 +447,3 @@ def namespace(plugin: str) -> PluginNamespace | None:
     if plugin in _state.plugins:
         return PluginNamespace(plugin)
     return None
-

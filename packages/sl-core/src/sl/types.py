@@ -284,6 +284,9 @@ def _register_pytree(cls: type[Sequence]) -> None:
 
 _register_pytree(Sequence)
 _register_pytree(MaskedSequence)
+# torch.export.save stores example inputs; without this, torch.export.load of a program taking a
+# Sequence logs an unpickling error and falls back to weights_only=False.
+torch.serialization.add_safe_globals([Sequence, MaskedSequence])
 
 
 def is_sequence(x: Any) -> bool:

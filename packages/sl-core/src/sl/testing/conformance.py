@@ -76,11 +76,19 @@ def check_example(example: LayerExample, *, seed: int = 0) -> None:
 
 
 def check_plugin(plugin: str | None = None) -> list[ExampleResult]:
+    """Checks every example of ``plugin`` (all plugins when None); never raises."""
     results = []
-    for name, example in registry.examples(plugin):
+    try:
+        pairs = registry.examples(plugin)
+    except Exception as e:  # the plugin's sl_example_layers hook itself failed
+        err = "".join(traceback.format_exception_only(e)).strip()
+        return [ExampleResult(plugin or "?", "sl_example_layers", False, err)]
+    for name, example in pairs:
         try:
             check_example(example)
             results.append(ExampleResult(name, example.label, True))
         except Exception as e:
-            results.append(ExampleResult(name, example.label, False, "".join(traceback.format_exception_only(e)).strip()))
+            results.append(
+                ExampleResult(name, example.label, False, "".join(traceback.format_exception_only(e)).strip())
+            )
     return results

@@ -11,6 +11,9 @@
 6. ``spec`` / ``state``: outputs match ``get_output_spec``; the state keeps its
    structure, shapes and dtypes across steps.
 7. ``receptive_field``: the declared receptive field equals the Jacobian's.
+   ``latency``: when ``step`` disagrees with ``layer`` but would agree under a
+   different output latency, the declared latency is wrong (reported instead of
+   ``step``).
 8. ``compile`` (opt-in): ``step`` runs under ``torch.compile(fullgraph=True)``
    with the eager results.
 
@@ -34,7 +37,18 @@ from sl.types import ChannelSpec, Constants, Sequence, State
 
 __all__ = ["CHECKS", "ContractViolation", "measure_receptive_field", "verify_contract"]
 
-CHECKS = ("step", "step_2x", "gradients", "padding", "batching", "spec", "state", "receptive_field", "compile")
+CHECKS = (
+    "step",
+    "step_2x",
+    "latency",
+    "gradients",
+    "padding",
+    "batching",
+    "spec",
+    "state",
+    "receptive_field",
+    "compile",
+)
 
 
 class ContractViolation(AssertionError):
@@ -120,7 +134,7 @@ def _run_step(
     with _fork_rng(seed):
         state0 = layer.get_initial_state(x.values.shape[0], x.channel_spec, training=training, constants=constants)
         if step_fn is None:
-            y, state = step_by_step(
+            y, state = step_by_step(  # type: ignore[misc]
                 layer,
                 x,
                 training=training,
@@ -154,7 +168,41 @@ def _step_with_fn(
     return Sequence.concatenate_sequences(outs), state
 
 
-def _check_close(check: str, layer: SequenceLayer, a: Sequence, b: Sequence, rtol: float, atol: float, what: str) -> None:
+def _find_output_latency(
+    layer: SequenceLayer,
+    x: Sequence,
+    y: Sequence,
+    training: bool,
+    constants: Constants | None,
+    stream_constants: bool,
+    seed: int,
+    rtol: float,
+    atol: float,
+) -> int | None:
+    """The output latency (other than the declared one) at which step lines up with layer, if any."""
+    block = layer.block_size
+    flush = layer.input_latency + max(8, 2 * layer.input_latency)
+    flush += -(x.values.shape[1] + flush) % block
+    xp = x.pad_time(0, flush, valid=False)
+    c = _pad_constants(constants, flush) if stream_constants else constants
+    try:
+        with _fork_rng(seed):
+            y_raw, _ = step_by_step(  # type: ignore[misc]
+                layer, xp, training=training, constants=c, stream_constants=stream_constants
+            )
+    except Exception:
+        return None
+    if not bool(y.mask.any()):
+        return None  # nothing valid to line up
+    for lat in range(y_raw.values.shape[1]):
+        if lat != layer.output_latency and sequences_close(y, y_raw[:, lat:], rtol=rtol, atol=atol)[0]:
+            return lat
+    return None
+
+
+def _check_close(
+    check: str, layer: SequenceLayer, a: Sequence, b: Sequence, rtol: float, atol: float, what: str
+) -> None:
     ok, reason = sequences_close(a, b, rtol=rtol, atol=atol)
     if not ok:
         raise ContractViolation(check, layer, f"{what}: {reason}")
@@ -174,14 +222,21 @@ def _spec_of_state(state: State) -> tuple[Any, list[tuple[tuple[int, ...], torch
 def _check_state(layer: SequenceLayer, initial: State, final: State) -> None:
     spec0, leaves0 = _spec_of_state(initial)
     spec1, leaves1 = _spec_of_state(final)
+    for which, leaves in (("initial", leaves0), ("final", leaves1)):
+        for i, leaf in enumerate(leaves):
+            if not isinstance(leaf[0], tuple):
+                raise ContractViolation(
+                    "state",
+                    layer,
+                    f"{which} state leaf {i} is a Python {leaf[0]} ({leaf[1]!r}), not a tensor; step state must "
+                    "be tensors (counters too) so that step compiles and its shapes stay fixed",
+                )
     if spec0 != spec1:
         raise ContractViolation("state", layer, f"state structure changed while stepping: {spec0} -> {spec1}")
     for i, (a, b) in enumerate(zip(leaves0, leaves1)):
         if a != b:
-            raise ContractViolation("state", layer, f"state leaf {i} changed from {a} to {b} while stepping")
-        if not isinstance(a[0], tuple):
             raise ContractViolation(
-                "state", layer, f"state leaf {i} is a Python {a[0]}, not a tensor; step state must be tensors"
+                "state", layer, f"state leaf {i} changed from (shape, dtype) {a} to {b} while stepping"
             )
 
 
@@ -210,7 +265,7 @@ def _gradients(
     loss = _loss(y)
     if not loss.requires_grad:
         return [None] * len(inputs)
-    grads = list(torch.autograd.grad(loss, inputs, allow_unused=True))
+    grads: list[torch.Tensor | None] = list(torch.autograd.grad(loss, inputs, allow_unused=True))
     if xv.requires_grad and grads[0] is not None:
         grads[0] = torch.where(x.expanded_mask(), grads[0], torch.zeros((), dtype=grads[0].dtype))
     return grads
@@ -317,6 +372,7 @@ def verify_contract(
     test_padding_invariance: bool = True,
     test_batching: bool = True,
     test_receptive_field: bool = True,
+    test_output_length: bool = True,
     receptive_field_relaxed: bool = False,
     pad_constants: bool = False,
     pad_constants_ratio: int = 1,
@@ -338,16 +394,32 @@ def verify_contract(
     params = [p for p in layer.parameters() if p.requires_grad]
 
     # Layer pass and its spec.
-    y = _run_layer(layer, x, training, constants, seed).mask_invalid()
+    try:
+        y = _run_layer(layer, x, training, constants, seed).mask_invalid()
+    except ValueError as e:
+        if "declares" in str(e) and "channel shape" in str(e):  # the base class's output-shape check
+            raise ContractViolation("spec", layer, str(e)) from e
+        raise
     spec = layer.get_output_spec(x.channel_spec, constants=constants)
     if y.channel_shape != tuple(spec.shape) or y.dtype != spec.dtype:
         raise ContractViolation(
-            "spec", layer, f"layer output spec {y.channel_spec} != get_output_spec {ChannelSpec(tuple(spec.shape), spec.dtype)}"
+            "spec",
+            layer,
+            f"layer output spec {y.channel_spec} != get_output_spec {ChannelSpec(tuple(spec.shape), spec.dtype)}",
         )
-    expected_len = x.values.shape[1] * layer.output_ratio
-    if y.values.shape[1] != expected_len:
+    # Some layers change the layer-wise length by design (Delay, Lookahead): opt out. Otherwise
+    # T * ratio for whole blocks; for a partial last block anything from floor(T * ratio) to the
+    # length of T padded to whole blocks (as step_by_step pads), since layers differ there.
+    t_in = x.values.shape[1]
+    lo_len = math.floor(t_in * layer.output_ratio)
+    hi_len = -(-t_in // block) * block * layer.output_ratio
+    if test_output_length and not lo_len <= y.values.shape[1] <= hi_len:
+        expected = f"{hi_len}" if lo_len == hi_len else f"between {lo_len} and {hi_len}"
         raise ContractViolation(
-            "spec", layer, f"layer output length {y.values.shape[1]} != input length x output_ratio = {expected_len}"
+            "spec",
+            layer,
+            f"layer output length {y.values.shape[1]} for input length {t_in} (output_ratio "
+            f"{layer.output_ratio}, block_size {block}); expected {expected}",
         )
 
     # Padding invariance (layer).
@@ -358,7 +430,9 @@ def verify_contract(
     )
     if test_padding_invariance:
         y_pad = _run_layer(layer, x_padded, training, padded_constants, seed)
-        _check_close("padding", layer, y, y_pad, rtol, atol, "layer output changed when invalid steps were NaN and padded")
+        _check_close(
+            "padding", layer, y, y_pad, rtol, atol, "layer output changed when invalid steps were NaN and padded"
+        )
 
     # Batch independence (layer).
     if test_batching:
@@ -370,6 +444,15 @@ def verify_contract(
         _check_state(layer, state0, state1)
         if y_step.channel_spec != y.channel_spec:
             raise ContractViolation("spec", layer, f"step output spec {y_step.channel_spec} != layer {y.channel_spec}")
+        if not sequences_close(y, y_step, rtol=rtol, atol=atol)[0]:
+            lat = _find_output_latency(layer, x, y, training, constants, stream_constants, seed, rtol, atol)
+            if lat is not None:
+                raise ContractViolation(
+                    "latency",
+                    layer,
+                    f"step output lines up with layer output at output latency {lat}, but the layer declares "
+                    f"input_latency={layer.input_latency}, output_latency={layer.output_latency}",
+                )
         _check_close("step", layer, y, y_step, rtol, atol, "step-wise output differs from layer-wise output")
         if test_2x_step:
             y_step2, _, _ = _run_step(layer, x, training, constants, stream_constants, 2, seed)
@@ -381,13 +464,17 @@ def verify_contract(
             y_step_b, _, _ = _run_step(
                 layer, _batch_garbage(x), training, _batch_garbage_constants(constants), stream_constants, 1, seed
             )
-            _check_close("batching", layer, y, _strip_batch(y_step_b), rtol, atol, "step output changed with garbage rows")
+            _check_close(
+                "batching", layer, y, _strip_batch(y_step_b), rtol, atol, "step output changed with garbage rows"
+            )
         if test_gradients and (params or _floating(x.dtype)) and _floating(y.dtype):
             g_layer = _gradients(layer, lambda xi: _run_layer(layer, xi, training, constants, seed), x, params)
             g_step = _gradients(
                 layer, lambda xi: _run_step(layer, xi, training, constants, stream_constants, 1, seed)[0], x, params
             )
-            names = (["input"] if _floating(x.dtype) else []) + [n for n, p in layer.named_parameters() if p.requires_grad]
+            names = (["input"] if _floating(x.dtype) else []) + [
+                n for n, p in layer.named_parameters() if p.requires_grad
+            ]
             for name, a, b in zip(names, g_layer, g_step):
                 if a is None and b is None:
                     continue
@@ -396,7 +483,9 @@ def verify_contract(
                 if not torch.allclose(a.float(), b.float(), rtol=grad_rtol, atol=grad_atol, equal_nan=False):
                     err = (a.float() - b.float()).abs().max().item()
                     raise ContractViolation(
-                        "gradients", layer, f"gradient w.r.t. {name} differs between layer and step (max |diff| {err:.3g})"
+                        "gradients",
+                        layer,
+                        f"gradient w.r.t. {name} differs between layer and step (max |diff| {err:.3g})",
                     )
         if compile:
             compiled = torch.compile(
@@ -407,8 +496,12 @@ def verify_contract(
             try:
                 y_c, _, _ = _run_step(layer, x, training, constants, stream_constants, 1, seed, step_fn=compiled)
             except Exception as e:
-                raise ContractViolation("compile", layer, f"step failed under torch.compile(fullgraph=True): {e}") from e
-            _check_close("compile", layer, y_step, y_c, max(rtol, 1e-5), max(atol, 1e-5), "compiled step differs from eager")
+                raise ContractViolation(
+                    "compile", layer, f"step failed under torch.compile(fullgraph=True): {e}"
+                ) from e
+            _check_close(
+                "compile", layer, y_step, y_c, max(rtol, 1e-5), max(atol, 1e-5), "compiled step differs from eager"
+            )
 
     if test_receptive_field and _floating(x.dtype) and _floating(y.dtype):
         _check_receptive_field(layer, x, training, constants, receptive_field_relaxed)

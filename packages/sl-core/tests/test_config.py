@@ -1,0 +1,241 @@
+"""Layer configs: value encoding, round trips, and the errors for bad configs/arguments."""
+
+from __future__ import annotations
+
+import fractions
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from support_layers import CausalFIR
+
+import sl
+from sl import activations
+from sl.config import decode_value, encode_value
+from sl.types import PaddingMode
+
+
+class Kitchen(sl.PreservesType, sl.StatelessPointwise):
+    """A layer whose constructor takes every kind of value a config can hold."""
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        ratio: fractions.Fraction = fractions.Fraction(1, 2),
+        limit: float = math.inf,
+        floor: float = -math.inf,
+        pair: tuple = (1, (2, 3)),
+        table: torch.Tensor | None = None,
+        activation: object = "relu",
+        mode: PaddingMode | str = PaddingMode.CAUSAL,
+        options: dict | None = None,
+        child: sl.SequenceLayer | None = None,
+        children: list | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.mode = PaddingMode(mode)
+        self.activation = activations.resolve(activation)  # type: ignore[arg-type]
+        self.child = child
+        self.children_ = torch.nn.ModuleList(children or [])
+        self.weight = torch.nn.Parameter(torch.ones(features, device=device, dtype=dtype))
+
+    def layer(self, x, *, training=None, constants=None):
+        return x.apply_values(self.activation)
+
+
+def _args(layer):
+    return layer._sl_init_args
+
+
+def _round_trip(layer):
+    text = json.dumps(layer.get_config())
+    return sl.from_config(json.loads(text))
+
+
+# -- value encoding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, encoded",
+    [
+        (None, None),
+        (True, True),
+        (3, 3),
+        ("x", "x"),
+        (1.5, 1.5),
+        (torch.float32, {"__dtype__": "float32"}),
+        (torch.bfloat16, {"__dtype__": "bfloat16"}),
+        (torch.complex64, {"__dtype__": "complex64"}),
+        (torch.int8, {"__dtype__": "int8"}),
+        (fractions.Fraction(3, 4), {"__fraction__": "3/4"}),
+        (math.inf, {"__float__": "inf"}),
+        (-math.inf, {"__float__": "-inf"}),
+        ((1, (2, "a")), {"__tuple__": [1, {"__tuple__": [2, "a"]}]}),
+        ([1, (2,)], [1, {"__tuple__": [2]}]),
+        ({"k": (1,)}, {"k": {"__tuple__": [1]}}),
+        (PaddingMode.SAME, "same"),
+        (F.gelu, {"__fn__": "gelu"}),
+        (torch.relu, {"__fn__": "relu"}),
+        (F.relu, {"__fn__": "relu"}),
+        (np.float32(0.5), 0.5),
+        (np.int64(7), 7),
+    ],
+    ids=repr,
+)
+def test_encode_decode(value, encoded):
+    enc = encode_value(value, where="T.arg")
+    assert enc == encoded
+    assert json.loads(json.dumps(enc)) == enc
+    dec = decode_value(json.loads(json.dumps(enc)))
+    if isinstance(value, PaddingMode):
+        assert PaddingMode(dec) is value
+    elif isinstance(value, np.generic):
+        assert dec == value.item()
+    elif value is F.relu:
+        assert dec is torch.relu
+    else:
+        assert dec == value and type(dec) is type(value)
+
+
+def test_nan_round_trips():
+    enc = encode_value(math.nan, where="T.arg")
+    assert enc == {"__float__": "nan"}
+    assert math.isnan(decode_value(enc))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64, torch.bool, torch.complex64])
+def test_tensor_encoding(dtype):
+    t = (torch.arange(6).reshape(2, 3) % 2).to(dtype)
+    enc = encode_value(t, where="T.table")
+    assert enc["dtype"] == str(dtype).removeprefix("torch.")
+    if dtype != torch.complex64:
+        json.dumps(enc)
+    dec = decode_value(enc)
+    assert dec.dtype == dtype and torch.equal(dec, t)
+    np_enc = encode_value(np.arange(3, dtype=np.int32), where="T.table")
+    assert np_enc == {"__tensor__": [0, 1, 2], "dtype": "int32"}
+
+
+# -- layer round trips ---------------------------------------------------------------------------
+
+
+def test_kitchen_sink_round_trip():
+    table = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    layer = Kitchen(
+        3,
+        ratio=fractions.Fraction(2, 3),
+        table=table,
+        activation=F.gelu,
+        mode=PaddingMode.SAME,
+        options={"a": [1, 2], "b": math.inf},
+        child=CausalFIR(2),
+        children=[CausalFIR(3), Kitchen(1)],
+        device="cpu",
+        dtype=torch.float64,
+    )
+    cfg = layer.get_config()
+    assert cfg["type"].endswith("test_config:Kitchen")
+    assert "device" not in cfg
+    assert cfg["dtype"] == {"__dtype__": "float64"}
+    assert cfg["activation"] == {"__fn__": "gelu"}
+    assert cfg["mode"] == "same"
+    assert cfg["child"]["type"].endswith("support_layers:CausalFIR")
+    rebuilt = _round_trip(layer)
+    assert type(rebuilt) is Kitchen
+    assert rebuilt.get_config() == cfg
+    args = _args(rebuilt)
+    assert args["ratio"] == fractions.Fraction(2, 3) and isinstance(args["ratio"], fractions.Fraction)
+    assert args["limit"] == math.inf and args["floor"] == -math.inf
+    assert args["pair"] == (1, (2, 3)) and isinstance(args["pair"][1], tuple)
+    assert torch.equal(args["table"], table) and args["table"].dtype == torch.float32
+    assert args["dtype"] is torch.float64 and rebuilt.weight.dtype == torch.float64
+    assert rebuilt.activation is F.gelu and rebuilt.mode is PaddingMode.SAME
+    assert args["options"] == {"a": [1, 2], "b": math.inf}
+    assert type(rebuilt.child) is CausalFIR and rebuilt.child.taps == 2
+    assert [type(c) for c in rebuilt.children_] == [CausalFIR, Kitchen]
+
+
+def test_defaults_are_recorded_and_activation_names_kept():
+    cfg = Kitchen(2, activation="tanh").get_config()
+    assert cfg["activation"] == "tanh"
+    assert cfg["ratio"] == {"__fraction__": "1/2"}
+    assert cfg["limit"] == {"__float__": "inf"}
+    assert _round_trip(Kitchen(2, activation="tanh")).activation is torch.tanh
+
+
+def test_nested_registered_layers_round_trip():
+    layer = sl.Serial(CausalFIR(2), sl.Serial(CausalFIR(3)))
+    cfg = layer.get_config()
+    assert cfg["type"] == "Serial"
+    rebuilt = _round_trip(layer)
+    assert rebuilt.get_config() == cfg
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in layer.state_dict().items()}
+
+
+def test_class_from_config_checks_type():
+    cfg = sl.Serial(CausalFIR(2)).get_config()
+    assert type(sl.combinators.Serial.from_config(cfg)) is sl.combinators.Serial
+    with pytest.raises(ValueError, match="describes Serial, not Kitchen"):
+        Kitchen.from_config(cfg)
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def test_unserialisable_argument_names_layer_and_argument():
+    layer = Kitchen(2, activation=lambda v: v * 2)
+    with pytest.raises(TypeError, match=r"Kitchen\.activation is a function .*cannot be written to a config"):
+        layer.get_config()
+    with pytest.raises(TypeError, match=r"Kitchen\.options: dict arguments need string keys"):
+        Kitchen(2, options={1: 2}).get_config()
+    with pytest.raises(TypeError, match=r"Kitchen\.options is a object"):
+        Kitchen(2, options={"a": object()}).get_config()
+    # Inside a nested layer the error names the inner layer.
+    with pytest.raises(TypeError, match=r"Kitchen\.activation"):
+        sl.Serial(Kitchen(2, activation=lambda v: v)).get_config()
+
+
+def test_unknown_type():
+    with pytest.raises(KeyError, match="No layer named 'NoSuchLayer' is registered"):
+        sl.from_config({"type": "NoSuchLayer"})
+    with pytest.raises(KeyError, match="Did you mean Serial"):
+        sl.from_config({"type": "Seriall"})
+    with pytest.raises(ValueError, match="could not be imported"):
+        sl.from_config({"type": "no_such_module.sub:Thing"})
+    with pytest.raises(ValueError, match="could not be imported"):
+        sl.from_config({"type": "no_such_module:Thing"})
+    with pytest.raises(ValueError, match="does not name a SequenceLayer"):
+        sl.from_config({"type": "collections:OrderedDict"})
+
+
+@pytest.mark.parametrize("bad", [None, [], {"features": 2}, {"type": 3}])
+def test_malformed_config(bad):
+    with pytest.raises(ValueError, match="must be a dict with a string 'type'"):
+        sl.from_config(bad)  # type: ignore[arg-type]
+
+
+def test_bad_fields():
+    cfg = Kitchen(2).get_config()
+    with pytest.raises(ValueError, match=r"Config for Kitchen has unknown field\(s\) \['bogus'\]"):
+        sl.from_config({**cfg, "bogus": 1})
+    missing = {k: v for k, v in cfg.items() if k != "features"}
+    with pytest.raises(TypeError, match="Could not build Kitchen from config"):
+        sl.from_config(missing)
+    with pytest.raises(ValueError, match="unknown dtype 'float99'"):
+        sl.from_config({**cfg, "dtype": {"__dtype__": "float99"}})
+    with pytest.raises(ValueError, match="Unknown activation 'nope'"):
+        sl.from_config({**cfg, "activation": {"__fn__": "nope"}})
+    with pytest.raises(ValueError, match="Could not build Kitchen from config"):
+        sl.from_config({**cfg, "mode": "sideways"})
+
+
+def test_capture_reports_bad_constructor_call():
+    with pytest.raises(TypeError, match=r"Kitchen\(\)"):
+        Kitchen(1, 2, 3)  # type: ignore[misc]
