@@ -271,6 +271,11 @@ def _gradients(
     return grads
 
 
+def _as_real(t: torch.Tensor) -> torch.Tensor:
+    """Float32 view for comparisons; complex tensors keep both parts."""
+    return torch.view_as_real(t).float() if t.is_complex() else t.float()
+
+
 def measure_receptive_field(
     layer: SequenceLayer,
     x: Sequence,
@@ -283,7 +288,11 @@ def measure_receptive_field(
     ``x`` is made all-valid and lengthened with noise to at least twice the declared span,
     as in the reference; offsets are relative to ``floor(output_step / output_ratio)``.
     """
+    # Every step becomes valid, so invalid (zero) steps get noise: an all-zero input would
+    # hide dependencies behind zero gradients (|y| at 0, ReLU at 0).
     values = x.values
+    if _floating(values.dtype):
+        values = torch.where(x.expanded_mask(), values, torch.randn(values.shape).to(values.dtype))
     declared = layer.receptive_field
     if declared is not None:
         s, e = declared
@@ -480,8 +489,9 @@ def verify_contract(
                     continue
                 a = torch.zeros_like(b) if a is None else a  # type: ignore[arg-type]
                 b = torch.zeros_like(a) if b is None else b
-                if not torch.allclose(a.float(), b.float(), rtol=grad_rtol, atol=grad_atol, equal_nan=False):
-                    err = (a.float() - b.float()).abs().max().item()
+                a, b = _as_real(a), _as_real(b)
+                if not torch.allclose(a, b, rtol=grad_rtol, atol=grad_atol, equal_nan=False):
+                    err = (a - b).abs().max().item()
                     raise ContractViolation(
                         "gradients",
                         layer,
