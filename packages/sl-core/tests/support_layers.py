@@ -36,7 +36,12 @@ class CausalFIR(sl.PreservesType, sl.PreservesShape, sl.SequenceLayer):
         return Sequence(self._fir(padded, t), x.mask).mask_invalid()
 
     def get_initial_state(
-        self, batch_size: int, input_spec: ChannelSpec, *, training: bool | None = None, constants: Constants | None = None
+        self,
+        batch_size: int,
+        input_spec: ChannelSpec,
+        *,
+        training: bool | None = None,
+        constants: Constants | None = None,
     ) -> State:
         return torch.zeros((batch_size, self.taps - 1, *input_spec.shape), dtype=input_spec.dtype)
 

@@ -104,7 +104,7 @@ def test_invalid_receptive_fields_are_rejected(bad):
 
 
 def test_per_step_keys_must_be_contiguous():
-    with pytest.raises(ValueError, match="0..n-1"):
+    with pytest.raises(ValueError, match=r"0\.\.n-1"):
         c.validate_receptive_field_per_step({1: (0, 0)})
 
 

@@ -26,7 +26,7 @@ class TapEmit(sl.PreservesShape, sl.PreservesType, sl.StatelessEmitting):
 def test_matches_layer_and_pads_tail():
     layer = sl.Serial(CausalFIR(3), Decimate(2))
     x = random_sequence(2, 7, 3, random_lengths=False)
-    y, state = sl.step_by_step(layer, x)
+    y, _state = sl.step_by_step(layer, x)
     assert y.values.shape[1] == 4  # 7 steps padded to 8, halved
     assert_sequences_close(layer.layer(x), y, rtol=1e-6, atol=1e-6)
     y2, _ = sl.step_by_step(layer, x, blocks_per_step=3)
@@ -60,7 +60,7 @@ def test_missing_constant_names_layer():
 
 def test_emits_are_concatenated_over_time():
     x = random_sequence(2, 5, 3)
-    y, _, emits = sl.step_by_step(TapEmit(), x, with_emits=True)
+    _y, _, emits = sl.step_by_step(TapEmit(), x, with_emits=True)
     assert_sequences_close(emits["tap"], x)
     assert emits["scale"].shape == (2, 5)
     _, layer_emits = TapEmit().layer_with_emits(x)
@@ -70,7 +70,7 @@ def test_emits_are_concatenated_over_time():
 def test_empty_input_gives_empty_output_with_spec():
     layer = sl.Serial(CausalFIR(2), Decimate(2))
     x = random_sequence(3, 0, 4)
-    y, state = sl.step_by_step(layer, x)
+    y, _state = sl.step_by_step(layer, x)
     assert y.shape == (3, 0, 4) and y.mask.shape == (3, 0)
 
 
@@ -92,5 +92,5 @@ def test_errors():
         sl.step_by_step(CausalFIR(2), random_sequence(1, 2, 1), blocks_per_step=0)
     with pytest.raises(ValueError, match=r"Decimate.step received 3 timesteps.*block_size=2"):
         Decimate(2).step(random_sequence(1, 3, 1), ())
-    with pytest.raises(TypeError, match="CausalFIR.layer expects an sl.Sequence"):
+    with pytest.raises(TypeError, match=r"CausalFIR\.layer expects an sl\.Sequence"):
         CausalFIR(2).layer(torch.zeros(1, 2, 1))

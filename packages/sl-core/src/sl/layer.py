@@ -92,7 +92,9 @@ def _wrap_layer(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
     method = fn.__name__
 
     @functools.wraps(fn)
-    def layer(self: SequenceLayer, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Any:
+    def layer(
+        self: SequenceLayer, x: Sequence, *, training: bool | None = None, constants: Constants | None = None
+    ) -> Any:
         if training is None:
             training = self.training
         _check_sequence(self, x, method)
@@ -250,7 +252,12 @@ class SequenceLayer(torch.nn.Module):
         return y, state, ()
 
     def get_initial_state(
-        self, batch_size: int, input_spec: ChannelSpec, *, training: bool | None = None, constants: Constants | None = None
+        self,
+        batch_size: int,
+        input_spec: ChannelSpec,
+        *,
+        training: bool | None = None,
+        constants: Constants | None = None,
     ) -> State:
         raise NotImplementedError(f"{_layer_name(self)} does not implement get_initial_state().")
 
@@ -343,7 +350,12 @@ class Stateless(SequenceLayer):
         return {0: (0, 0)}
 
     def get_initial_state(
-        self, batch_size: int, input_spec: ChannelSpec, *, training: bool | None = None, constants: Constants | None = None
+        self,
+        batch_size: int,
+        input_spec: ChannelSpec,
+        *,
+        training: bool | None = None,
+        constants: Constants | None = None,
     ) -> State:
         return ()
 
@@ -361,7 +373,12 @@ class StatelessEmitting(Emitting):
         return {0: (0, 0)}
 
     def get_initial_state(
-        self, batch_size: int, input_spec: ChannelSpec, *, training: bool | None = None, constants: Constants | None = None
+        self,
+        batch_size: int,
+        input_spec: ChannelSpec,
+        *,
+        training: bool | None = None,
+        constants: Constants | None = None,
     ) -> State:
         return ()
 

@@ -40,3 +40,10 @@ def sl_example_layers() -> Iterable[LayerExample]:
     for module in _modules():
         examples.extend(module.example_layers())  # type: ignore[attr-defined]
     return examples
+
+
+@hookimpl
+def sl_register_converters(converters: object) -> None:
+    from sl.interop.converters import register_core_converters
+
+    register_core_converters(converters)  # type: ignore[arg-type]

@@ -63,7 +63,9 @@ def step_by_step(
     if blocks_per_step < 1:
         raise ValueError(f"blocks_per_step must be >= 1; got {blocks_per_step}.")
     if initial_state is None:
-        initial_state = layer.get_initial_state(x.values.shape[0], x.channel_spec, training=training, constants=constants)
+        initial_state = layer.get_initial_state(
+            x.values.shape[0], x.channel_spec, training=training, constants=constants
+        )
     size = layer.block_size * blocks_per_step
     total = x.values.shape[1]
     num_blocks = -(-total // size)

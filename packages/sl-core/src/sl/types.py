@@ -168,7 +168,9 @@ class Sequence:
         """Transforms values; the result is assumed unmasked."""
         return Sequence(fn(self.values, *args, **kwargs), self.mask)
 
-    def apply_values_masked(self: SequenceSelf, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> SequenceSelf:
+    def apply_values_masked(
+        self: SequenceSelf, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> SequenceSelf:
         """Transforms values with an fn that maps 0 to 0, keeping the masked state."""
         return type(self)(fn(self.values, *args, **kwargs), self.mask)
 
@@ -176,7 +178,9 @@ class Sequence:
         values, mask = fn(self.values, self.mask, *args, **kwargs)
         return Sequence(values, mask)
 
-    def apply_masked(self: SequenceSelf, fn: Callable[..., tuple[torch.Tensor, torch.Tensor]], *args: Any, **kwargs: Any) -> SequenceSelf:
+    def apply_masked(
+        self: SequenceSelf, fn: Callable[..., tuple[torch.Tensor, torch.Tensor]], *args: Any, **kwargs: Any
+    ) -> SequenceSelf:
         values, mask = fn(self.values, self.mask, *args, **kwargs)
         return type(self)(values, mask)
 
@@ -198,13 +202,12 @@ class Sequence:
         if isinstance(index, slice):
             index = (index,)
         if not isinstance(index, tuple) or not all(isinstance(i, slice) for i in index[:2]):
-            raise ValueError(
-                "Sequence[...] may only slice (not index) the batch and time axes; got "
-                f"{index!r}."
-            )
+            raise ValueError(f"Sequence[...] may only slice (not index) the batch and time axes; got {index!r}.")
         return type(self)(self.values[index], self.mask[index[:2]])
 
-    def pad_time(self: SequenceSelf, pad_left: int, pad_right: int, valid: bool, pad_value: float | None = None) -> SequenceSelf:
+    def pad_time(
+        self: SequenceSelf, pad_left: int, pad_right: int, valid: bool, pad_value: float | None = None
+    ) -> SequenceSelf:
         """Pads with timesteps on both sides, marked ``valid`` or not."""
         if not pad_left and not pad_right:
             return self
@@ -238,7 +241,10 @@ class Sequence:
         """Replaces invalid timesteps with zero (returning a MaskedSequence) or ``mask_value``."""
         mask = self.expanded_mask()
         if mask_value is None:
-            return MaskedSequence(torch.where(mask, self.values, torch.zeros((), dtype=self.values.dtype, device=self.values.device)), self.mask)
+            return MaskedSequence(
+                torch.where(mask, self.values, torch.zeros((), dtype=self.values.dtype, device=self.values.device)),
+                self.mask,
+            )
         fill = torch.full((), mask_value, dtype=self.values.dtype, device=self.values.device)
         return Sequence(torch.where(mask, self.values, fill), self.mask)
 
@@ -291,4 +297,3 @@ torch.serialization.add_safe_globals([Sequence, MaskedSequence])
 
 def is_sequence(x: Any) -> bool:
     return isinstance(x, Sequence)
-

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -271,6 +272,20 @@ def _gradients(
     return grads
 
 
+def _fresh_step_fn(layer: SequenceLayer, training: bool) -> Callable[..., Any]:
+    """A step function with its own code object.
+
+    Dynamo caches compiled graphs per code object, so reusing one lambda for every layer
+    checked in a process would hit its recompile limit (a hard error under fullgraph).
+    """
+
+    def step_fn(xb: Sequence, s: State, c: Constants | None) -> Any:
+        return layer.step(xb, s, training=training, constants=c)
+
+    fresh = types.FunctionType(step_fn.__code__.replace(), step_fn.__globals__, "step_fn", None, step_fn.__closure__)
+    return fresh
+
+
 def _as_real(t: torch.Tensor) -> torch.Tensor:
     """Float32 view for comparisons; complex tensors keep both parts."""
     return torch.view_as_real(t).float() if t.is_complex() else t.float()
@@ -498,11 +513,7 @@ def verify_contract(
                         f"gradient w.r.t. {name} differs between layer and step (max |diff| {err:.3g})",
                     )
         if compile:
-            compiled = torch.compile(
-                lambda xb, s, c: layer.step(xb, s, training=training, constants=c),
-                fullgraph=True,
-                backend=compile_backend,
-            )
+            compiled = torch.compile(_fresh_step_fn(layer, training), fullgraph=True, backend=compile_backend)
             try:
                 y_c, _, _ = _run_step(layer, x, training, constants, stream_constants, 1, seed, step_fn=compiled)
             except Exception as e:
