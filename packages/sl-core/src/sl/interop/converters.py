@@ -1,0 +1,251 @@
+"""Converters for sl-core's layers (reference Flax variable layout -> sl tensors).
+
+A converter is ``fn(module, variables)``: it assigns the module's tensors from
+``variables`` (a :class:`sl.interop.flax.Variables` view of the module's scope in every
+collection) and recurses into children with ``variables.convert_child(child, name)``
+using the reference's Flax submodule names (``layers_0``, ``child_layer``...).
+
+Layers are looked up by name in sl-core's modules, so converters for layers that are not
+present (yet) are simply not registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from sl.interop.flax import ConverterRegistry, Variables
+
+__all__ = [
+    "dense_kernel_to_weight",
+    "register_core_converters",
+    "same_names",
+    "serial_children",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+def dense_kernel_to_weight(kernel: np.ndarray) -> np.ndarray:
+    """Flax Dense kernel ``[in, out]`` -> torch Linear weight ``[out, in]``."""
+    if kernel.ndim != 2:
+        return kernel  # shape check reports it
+    return kernel.T
+
+
+def _tensor(module: torch.nn.Module, *names: str) -> torch.Tensor | None:
+    for n in names:
+        t = getattr(module, n, None)
+        if isinstance(t, torch.Tensor):
+            return t
+    return None
+
+
+def same_names(*names: str, **renamed: str) -> Callable[[torch.nn.Module, Variables], None]:
+    """A converter copying reference values into same-named (or ``sl_name=ref_name``) tensors as-is."""
+    pairs = [(n, n) for n in names] + list(renamed.items())
+
+    def convert(module: torch.nn.Module, variables: Variables) -> None:
+        for ours, theirs in pairs:
+            target = _tensor(module, ours)
+            if target is None and not variables.has(theirs):
+                continue  # optional tensor absent on both sides
+            variables.assign(target, theirs, target_name=ours)
+
+    return convert
+
+
+def serial_children(attr: str = "layers", prefix: str = "layers_") -> Callable[[torch.nn.Module, Variables], None]:
+    """Children kept in ``module.<attr>`` map to reference scopes ``<prefix>0``, ``<prefix>1``..."""
+
+    def convert(module: torch.nn.Module, variables: Variables) -> None:
+        for i, child in enumerate(getattr(module, attr)):
+            variables.convert_child(child, f"{prefix}{i}")
+
+    return convert
+
+
+def _single_child(attr: str, ref_name: str = "child_layer") -> Callable[[torch.nn.Module, Variables], None]:
+    def convert(module: torch.nn.Module, variables: Variables) -> None:
+        child = getattr(module, attr, None)
+        if child is not None:
+            variables.convert_child(child, ref_name)
+
+    return convert
+
+
+def _find_child_attr(module: torch.nn.Module, *names: str) -> Any:
+    for n in names:
+        c = getattr(module, n, None)
+        if c is not None:
+            return c
+    return None
+
+
+# ----------------------------------------------------------------------------- combinators
+def _convert_residual(module: torch.nn.Module, variables: Variables) -> None:
+    body = _find_child_attr(module, "layers")
+    if isinstance(body, torch.nn.ModuleList):
+        for i, child in enumerate(body):
+            variables.convert_child(child, f"layers_{i}")
+    elif body is not None:
+        variables.convert_child(body, "layers_0")
+    shortcut = _find_child_attr(module, "shortcut_layer", "shortcut")
+    if shortcut is not None:
+        variables.convert_child(shortcut, "shortcut_layer")
+
+
+def _convert_repeat(module: torch.nn.Module, variables: Variables) -> None:
+    """Reference Repeat stacks the child's variables on a leading ``num_repeats`` axis."""
+    copies = _find_child_attr(module, "layers", "repeats")
+    child_vars = variables.child("child_layer")
+    if isinstance(copies, torch.nn.ModuleList):
+        for i, child in enumerate(copies):
+            child_vars_i = _IndexedVariables(child_vars, i, len(copies))
+            child_vars_i.convert_as(child)
+        return
+    child = _find_child_attr(module, "layer", "child_layer")
+    if child is not None:
+        variables.convert_child(child, "child_layer")
+
+
+class _IndexedVariables(Variables):
+    """A view that reads slice ``index`` of the leading (stacked) axis of every value."""
+
+    def __init__(self, base: Variables, index: int, count: int) -> None:
+        super().__init__(base._trees, base.path, base._ctx, base.module_path)
+        self._index = index
+        self._count = count
+
+    def take(self, name: str, collection: str = "params") -> np.ndarray:
+        arr = super().take(name, collection)
+        if arr.ndim == 0 or arr.shape[0] != self._count:
+            self._ctx.problems.append(
+                f"mis-shaped: {self.path_of(name, collection)} has shape {arr.shape}; a Repeat of "
+                f"{self._count} expects a leading axis of {self._count}"
+            )
+            from sl.interop.flax import _Missing
+
+            raise _Missing(name)
+        return arr[self._index]
+
+    def child(self, name: str) -> Variables:
+        return _IndexedVariables(super().child(name), self._index, self._count)
+
+
+# ----------------------------------------------------------------------------- layers
+def _permute(*axes: int) -> Callable[[np.ndarray], np.ndarray]:
+    def transform(a: np.ndarray) -> np.ndarray:
+        return np.transpose(a, axes) if a.ndim == len(axes) else a  # shape check reports a wrong rank
+
+    return transform
+
+
+def _convert_dense(module: torch.nn.Module, variables: Variables) -> None:
+    """Dense: kernel ``[in, out]`` -> weight ``[out, in]``."""
+    variables.assign(_tensor(module, "weight"), "kernel", transform=dense_kernel_to_weight, target_name="weight")
+    variables.assign(_tensor(module, "bias"), "bias")
+
+
+def _convert_dense_shaped(module: torch.nn.Module, variables: Variables) -> None:
+    """DenseShaped: kernel ``[*in, *out]`` -> weight ``[*out, *in]`` (empty shapes stored as ``(1,)``)."""
+    n_in = len(tuple(getattr(module, "input_shape", ())) or (1,))
+    n_out = len(tuple(getattr(module, "output_shape", ())) or (1,))
+    axes = (*range(n_in, n_in + n_out), *range(n_in))
+    variables.assign(_tensor(module, "weight"), "kernel", transform=_permute(*axes), target_name="weight")
+    variables.assign(_tensor(module, "bias"), "bias")
+
+
+def _convert_sequence_dense(module: torch.nn.Module, variables: Variables) -> None:
+    """SequenceDense: kernel ``[T, in, out]`` -> weight ``[T, out, in]``."""
+    variables.assign(_tensor(module, "weight"), "kernel", transform=_permute(0, 2, 1), target_name="weight")
+    variables.assign(_tensor(module, "bias"), "bias")
+
+
+def _convert_masked_dense(module: torch.nn.Module, variables: Variables) -> None:
+    """MaskedDense: kernel ``[T_in, T_out, in, out]`` -> weight ``[T_out, out, T_in, in]``."""
+    variables.assign(_tensor(module, "weight"), "kernel", transform=_permute(1, 3, 0, 2), target_name="weight")
+    variables.assign(_tensor(module, "bias"), "bias")
+
+
+def _convert_embedding_transpose(module: torch.nn.Module, variables: Variables) -> None:
+    """EmbeddingTranspose: its bias, plus the table when the reference adopted an unbound Embedding.
+
+    A reference EmbeddingTranspose given an unbound Embedding owns it as the child scope
+    ``embedding``; given a bound (tied) one, the table lives at the Embedding's own scope
+    elsewhere in the tree and is loaded there.
+    """
+    variables.assign(_tensor(module, "bias"), "bias")
+    emb = getattr(module, "embedding", None)
+    if emb is None:
+        return
+    child = variables.child("embedding")
+    if any(child.names(c) for c in child.collections):
+        variables.convert_child(emb, "embedding")
+    elif getattr(emb, "weight", None) is not None:
+        variables._ctx.assigned.add(id(emb.weight))  # loaded (or reported) at the Embedding's own scope
+
+
+def _convert_bidirectional(module: torch.nn.Module, variables: Variables) -> None:
+    variables.convert_child(getattr(module, "forward_layer"), "forward")  # noqa: B009 (typed as Module)
+    variables.convert_child(getattr(module, "backward_layer"), "backward")  # noqa: B009
+
+
+def _shares_scope(attr: str) -> Callable[[torch.nn.Module, Variables], None]:
+    """Wrappers whose reference child shares the wrapper's Flax scope (no ``child_layer`` level)."""
+
+    def convert(module: torch.nn.Module, variables: Variables) -> None:
+        variables.convert_as(getattr(module, attr))
+
+    return convert
+
+
+_COMBINATORS: dict[str, Callable[[torch.nn.Module, Variables], None]] = {
+    "Serial": serial_children(),
+    "Parallel": serial_children(),
+    "Residual": _convert_residual,
+    "Repeat": _convert_repeat,
+    # Reference WrapperMixin children: Blockwise and ParallelChannels share the parent scope,
+    # CheckpointGradient nests under ``child_layer`` (checked against sequence-layers 0.2).
+    "ParallelChannels": _shares_scope("child_layer"),
+    "Blockwise": _shares_scope("child_layer"),
+    "CheckpointGradient": _single_child("child_layer"),
+    "Bidirectional": _convert_bidirectional,
+}
+
+_LAYERS: dict[str, tuple[str, Callable[[torch.nn.Module, Variables], None]]] = {
+    "Dense": ("sl.layers.dense", _convert_dense),
+    "DenseShaped": ("sl.layers.dense", _convert_dense_shaped),
+    # EinsumDense keeps the reference kernel layout (the equation's kernel spec).
+    "EinsumDense": ("sl.layers.dense", same_names(weight="kernel", bias="bias")),
+    "Affine": ("sl.layers.pointwise", same_names("scale", "bias")),
+    "PRelu": ("sl.layers.pointwise", same_names("negative_slope")),
+    "Snake": ("sl.layers.pointwise", same_names("alpha_log", "beta_log")),
+    "Embedding": ("sl.layers.embedding", same_names(weight="embedding")),
+    "EmbeddingTranspose": ("sl.layers.embedding", _convert_embedding_transpose),
+    "AddTimingSignal": ("sl.layers.position", same_names("scale")),
+    "SequenceEmbedding": ("sl.layers.time_varying", same_names(weight="embedding")),
+    "SequenceDense": ("sl.layers.time_varying", _convert_sequence_dense),
+    "MaskedDense": ("sl.layers.time_varying", _convert_masked_dense),
+    "Conditioning": ("sl.layers.conditioning", _single_child("dense", "dense")),
+}
+
+
+def register_core_converters(converters: ConverterRegistry) -> None:
+    """Registers converters for every sl-core layer class that exists."""
+    combinators = importlib.import_module("sl.combinators")
+    for name, fn in _COMBINATORS.items():
+        cls = getattr(combinators, name, None)
+        if isinstance(cls, type):
+            converters.register(cls, fn)
+    for name, (module_name, fn) in _LAYERS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = getattr(module, name, None)
+        if isinstance(cls, type):
+            converters.register(cls, fn)
