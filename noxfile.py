@@ -94,3 +94,11 @@ def parity(session: nox.Session) -> None:
     session.install("sequence-layers==0.2", *[_pkg(p) for p in PACKAGES])
     output = session.posargs[0] if session.posargs else "docs/parity.md"
     session.run("python", "parity/run_parity.py", "--output", output)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed against plain torch.nn (ratios from one run; not part of the default run)."""
+    _install_torch(session)
+    session.install(*[_pkg(p) for p in PACKAGES])
+    session.run("python", "benchmarks/bench_core.py", *session.posargs)

@@ -47,7 +47,7 @@ def _mlp(width: int, depth: int) -> tuple[sl.SequenceLayer, torch.nn.Module]:
 
 def bench(quick: bool) -> dict[str, object]:
     torch.manual_seed(0)
-    repeats, inner = (3, 3) if quick else (7, 10)
+    repeats, inner = (3, 3) if quick else (15, 10)
     batch, time_steps, width, depth = (4, 128, 128, 4) if quick else (8, 512, 256, 4)
     model, twin = _mlp(width, depth)
     x = torch.randn(batch, time_steps, width)
@@ -77,6 +77,16 @@ def bench(quick: bool) -> dict[str, object]:
         t_sl = _median_time(lambda: model.step(step_in, state), repeats, inner * 10)
         t_nn = _median_time(lambda: twin(x[:, :1]), repeats, inner * 10)
     results["mlp_step_1_timestep"] = {"sl_s": t_sl, "torch_s": t_nn, "ratio": t_sl / t_nn}
+
+    # The same step under torch.compile(fullgraph=True): the wrapper checks trace away.
+    compiled = torch.compile(lambda xb, s: model.step(xb, s, training=False), fullgraph=True)
+    twin_compiled = torch.compile(twin, fullgraph=True)
+    with torch.no_grad():
+        compiled(step_in, state)
+        twin_compiled(x[:, :1])
+        t_sl = _median_time(lambda: compiled(step_in, state), repeats, inner * 10)
+        t_nn = _median_time(lambda: twin_compiled(x[:, :1]), repeats, inner * 10)
+    results["mlp_step_1_timestep_compiled"] = {"sl_s": t_sl, "torch_s": t_nn, "ratio": t_sl / t_nn}
     return results
 
 

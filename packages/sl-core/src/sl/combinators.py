@@ -784,12 +784,18 @@ class Residual(SequenceLayer):
 
     @staticmethod
     def _latency_message(body_in: int, sc_in: int, body_out: int, sc_out: int) -> str:
-        where, n = ("shortcut_layers", body_out - sc_out) if body_out >= sc_out else ("layers", sc_out - body_out)
-        return (
+        head = (
             f"Residual layers and shortcut_layers must have the same latency; body has input_latency={body_in}, "
-            f"output_latency={body_out}; shortcut has input_latency={sc_in}, output_latency={sc_out}. Insert "
-            f"sl.Delay({n}, delay_layer_output=False) in {where} so step-wise outputs line up."
+            f"output_latency={body_out}; shortcut has input_latency={sc_in}, output_latency={sc_out}."
         )
+        if body_out == sc_out:
+            # A Delay adds to both latencies, so it cannot fix an input-only mismatch.
+            return (
+                f"{head} Only the input latencies differ, which happens when a branch resamples after a "
+                "lookahead; move the lookahead out of the Residual or give both branches the same structure."
+            )
+        where, n = ("shortcut_layers", body_out - sc_out) if body_out > sc_out else ("layers", sc_out - body_out)
+        return f"{head} Insert sl.Delay({n}, delay_layer_output=False) in {where} so step-wise outputs line up."
 
     @property
     def _body(self) -> list[SequenceLayer]:
