@@ -102,3 +102,11 @@ def bench(session: nox.Session) -> None:
     _install_torch(session)
     session.install(*[_pkg(p) for p in PACKAGES])
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Trains the streaming example briefly and checks the live stream equals the offline run."""
+    _install_torch(session)
+    session.install(_pkg("sl-core"))
+    session.run("python", "examples/streaming_tagger.py")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -147,6 +148,18 @@ def _combinator_cases() -> list[LayerCase]:
                     ours("Serial", ours("Downsample1D", 2), ours("Dense", 3, 3), ours("Upsample1D", 3)),
                     (3,),
                 ),
+            ],
+            group="combinators",
+        ),
+        LayerCase(
+            "SerialModules",
+            [
+                Config(
+                    "Dense,Relu,Dense (pre-built modules)",
+                    _serial_modules(ref("Dense", features=4), ref("Relu"), ref("Dense", features=2)),
+                    ours("SerialModules", [ours("Dense", 3, 4), ours("Relu"), ours("Dense", 4, 2)]),
+                    (3,),
+                )
             ],
             group="combinators",
         ),
@@ -318,6 +331,21 @@ def _combinator_cases() -> list[LayerCase]:
             group="combinators",
         ),
     ]
+
+
+def _serial_modules(*children: Callable[[], Any]) -> Callable[[], Any]:
+    """The reference's SerialModules takes pre-built modules, not configs."""
+
+    class _Config:
+        def make(self) -> Any:
+            import sequence_layers.jax as slj
+
+            return slj.SerialModules(layers=tuple(child().make() for child in children))
+
+    def build() -> Any:
+        return _Config()
+
+    return build
 
 
 def _comb(mode: str) -> Any:
