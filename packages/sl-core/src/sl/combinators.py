@@ -46,6 +46,7 @@ __all__ = [
     "Residual",
     "Sequential",
     "Serial",
+    "SerialCombinatorMixin",
     "SerialModules",
 ]
 
@@ -158,35 +159,12 @@ def _serial_step_with_emits(
     return x, tuple(new_state), emits
 
 
-# -- Serial ---------------------------------------------------------------------------
-
-
-class Serial(SequenceLayer):
-    """Runs children in order: ``Serial(a, b, c)`` (or ``Serial([a, b, c])``).
-
-    Block size (lcm rule), output ratio, latencies and receptive field are composed
-    from the children; state is the tuple of child states; emits are a dict keyed
-    ``layers_{i}``. Latency is checked lazily, as in the reference: reading
-    ``output_latency`` raises if a resampling child gets an incoming latency its
-    ratio cannot divide (the message names the ``Delay`` to insert).
-    """
-
-    def __init__(self, *layers: SequenceLayer) -> None:
-        super().__init__()
-        self.layers = torch.nn.ModuleList(_as_layer_list(type(self).__name__, layers))
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def __getitem__(self, i: int) -> SequenceLayer:
-        return self.layers[i]  # type: ignore[return-value]
-
-    def __iter__(self) -> Any:
-        return iter(self.layers)
+class SerialCombinatorMixin:
+    """Metadata of children run in series (``_children``): the reference's Serial rules."""
 
     @property
     def _children(self) -> list[SequenceLayer]:
-        return list(self.layers)  # type: ignore[arg-type]
+        raise NotImplementedError
 
     @property
     def supports_step(self) -> bool:
@@ -217,6 +195,37 @@ class Serial(SequenceLayer):
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         return composition.receptive_field_per_step_of_serial_layers(self._children)
+
+
+# -- Serial ---------------------------------------------------------------------------
+
+
+class Serial(SerialCombinatorMixin, SequenceLayer):
+    """Runs children in order: ``Serial(a, b, c)`` (or ``Serial([a, b, c])``).
+
+    Block size (lcm rule), output ratio, latencies and receptive field are composed
+    from the children; state is the tuple of child states; emits are a dict keyed
+    ``layers_{i}``. Latency is checked lazily, as in the reference: reading
+    ``output_latency`` raises if a resampling child gets an incoming latency its
+    ratio cannot divide (the message names the ``Delay`` to insert).
+    """
+
+    def __init__(self, *layers: SequenceLayer) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(_as_layer_list(type(self).__name__, layers))
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> SequenceLayer:
+        return self.layers[i]  # type: ignore[return-value]
+
+    def __iter__(self) -> Any:
+        return iter(self.layers)
+
+    @property
+    def _children(self) -> list[SequenceLayer]:
+        return list(self.layers)  # type: ignore[arg-type]
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
         return _serial_output_shape(self._children, input_shape, constants)
@@ -1044,7 +1053,7 @@ def _checkpointed(fn: Callable[..., Any], *args: Any) -> Any:
     return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
 
 
-class Repeat(SequenceLayer):
+class Repeat(SerialCombinatorMixin, SequenceLayer):
     """``num_repeats`` independently initialised copies of ``layer`` run in series.
 
     The child must have output ratio 1 and keep the channel shape and dtype (the
@@ -1089,36 +1098,6 @@ class Repeat(SequenceLayer):
                 f"Repeat requires a child that preserves channel shape and dtype; {type(child).__name__} maps "
                 f"{tuple(spec.shape)} {spec.dtype} to {shape} {dtype}."
             )
-
-    @property
-    def supports_step(self) -> bool:
-        return all(c.supports_step for c in self._children)
-
-    @property
-    def block_size(self) -> int:
-        return composition.serial_block_size(self._children)
-
-    @property
-    def output_ratio(self) -> fractions.Fraction:
-        return composition.serial_output_ratio(self._children)
-
-    @property
-    def input_latency(self) -> int:
-        return self.get_accumulated_input_latency(0)
-
-    @property
-    def output_latency(self) -> int:
-        return self.get_accumulated_output_latency(0)
-
-    def get_accumulated_input_latency(self, input_latency: int) -> int:
-        return composition.serial_input_latency(self._children, input_latency)
-
-    def get_accumulated_output_latency(self, output_latency: int) -> int:
-        return composition.serial_output_latency(self._children, output_latency)
-
-    @property
-    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
-        return composition.receptive_field_per_step_of_serial_layers(self._children)
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
         return tuple(input_shape)

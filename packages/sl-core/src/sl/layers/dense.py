@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from sl import activations
+from sl.dtypes import promoted_dtype
+from sl.initializers import lecun_normal_, reference_fan_in
 from sl.layer import Stateless
 from sl.registry import LayerExample, LayerRegistry
 from sl.types import Constants, Sequence
@@ -40,44 +42,11 @@ __all__ = ["Dense", "DenseShaped", "EinsumDense"]
 
 Activation = str | Callable[[torch.Tensor], torch.Tensor] | None
 
-# Standard deviation of a unit normal truncated to (-2, 2), as in flax's variance_scaling.
-_TRUNCATED_NORMAL_STD = 0.87962566103423978
-
-
-def _reference_fan_in(reference_kernel_shape: tuple[int, ...]) -> int:
-    """flax's fan_in (in_axis=-2, out_axis=-1): all axes but the last, multiplied."""
-    if len(reference_kernel_shape) <= 1:
-        # flax refuses <2-D kernels; use the whole kernel as the fan-in instead.
-        return max(1, math.prod(reference_kernel_shape))
-    return max(1, math.prod(reference_kernel_shape[:-1]))
-
-
-@torch.no_grad()
-def lecun_normal_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """flax ``lecun_normal``: truncated normal in (-2, 2) std units with variance ``1 / fan_in``.
-
-    Drawn in float32 (torch's truncated normal needs erfinv) and copied into ``tensor``;
-    complex tensors get a real initialisation.
-    """
-    std = math.sqrt(1.0 / fan_in) / _TRUNCATED_NORMAL_STD
-    tmp = torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device)
-    torch.nn.init.trunc_normal_(tmp, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=generator)
-    tensor.copy_(tmp * std)
-    return tensor
-
 
 def _promoted_dtype(
     input_dtype: torch.dtype, param_dtype: torch.dtype, compute_dtype: torch.dtype | None
 ) -> torch.dtype:
-    if compute_dtype is not None:
-        dtype = compute_dtype
-    else:
-        dtype = torch.promote_types(input_dtype, param_dtype)
-        if not (dtype.is_floating_point or dtype.is_complex):
-            dtype = torch.promote_types(dtype, torch.float32)
-    if not (dtype.is_floating_point or dtype.is_complex):
-        raise ValueError(f"Dense layers compute in a floating or complex dtype; got compute dtype {dtype}.")
-    return dtype
+    return promoted_dtype(input_dtype, param_dtype, compute_dtype, owner="Dense layers")
 
 
 def _as_shape(owner: str, arg: str, shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -211,7 +180,7 @@ class DenseShaped(_DenseBase):
         """Reference initialisers, with fan_in taken from the reference kernel ``[*in, *out]``."""
         in_k = self.input_shape or (1,)
         out_k = self.output_shape or (1,)
-        lecun_normal_(self.weight, _reference_fan_in(in_k + out_k))
+        lecun_normal_(self.weight, reference_fan_in(in_k + out_k))
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
 
@@ -353,7 +322,7 @@ class EinsumDense(_DenseBase):
 
     def reset_parameters(self) -> None:
         """Reference initialisers (the weight layout is the reference kernel's)."""
-        lecun_normal_(self.weight, _reference_fan_in(tuple(self.weight.shape)))
+        lecun_normal_(self.weight, reference_fan_in(tuple(self.weight.shape)))
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
 

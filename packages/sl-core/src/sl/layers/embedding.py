@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from sl.initializers import lecun_normal_
 from sl.layer import Stateless
 from sl.registry import LayerExample, LayerRegistry
 from sl.types import Constants, Sequence
 
 __all__ = ["Embedding", "EmbeddingTranspose", "OneHot"]
-
-# Flax's variance_scaling "normal" draws a normal truncated to [-2, 2] and divides the
-# stddev by that distribution's stddev so the variance is exact.
-_TRUNCATED_NORMAL_STDDEV = 0.87962566103423978
 
 
 def _is_integer(dtype: torch.dtype) -> bool:
@@ -42,10 +37,7 @@ def _compiling() -> bool:
 def embed_init_(weight: torch.Tensor) -> torch.Tensor:
     """The reference default (``flax.linen.linear.default_embed_init``): each entry is a
     truncated normal with variance ``1 / dimension``, so embedding vectors have norm ~1."""
-    dimension = weight.shape[-1]
-    std = math.sqrt(1.0 / dimension) / _TRUNCATED_NORMAL_STDDEV
-    with torch.no_grad():
-        return torch.nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+    return lecun_normal_(weight, weight.shape[-1])
 
 
 class Embedding(Stateless):

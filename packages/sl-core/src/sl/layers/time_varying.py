@@ -21,37 +21,17 @@ from collections.abc import Callable
 import torch
 
 from sl import activations
+from sl.dtypes import promoted_dtype
+from sl.initializers import lecun_normal_
 from sl.layer import SequenceLayer
 from sl.registry import LayerExample, LayerRegistry
 from sl.types import ChannelSpec, Constants, MaskedSequence, ReceptiveField, Sequence, State
 
 __all__ = ["MaskedDense", "SequenceDense", "SequenceEmbedding"]
 
-# std of a unit normal truncated to [-2, 2]; dividing by it gives variance 1 after truncation.
-_TRUNC_STD = 0.87962566103423978
-
-
-def _lecun_normal_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
-    """Flax's default kernel init: truncated normal with variance ``1 / fan_in``."""
-    std = math.sqrt(1.0 / max(fan_in, 1)) / _TRUNC_STD
-    with torch.no_grad():
-        return torch.nn.init.trunc_normal_(tensor, 0.0, std, -2 * std, 2 * std)
-
 
 def _round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
-
-
-def _promoted_dtype(
-    input_dtype: torch.dtype, param_dtype: torch.dtype, compute_dtype: torch.dtype | None
-) -> torch.dtype:
-    """Reference ``get_promoted_dtype``: compute_dtype, else the promotion of input and params (inexact)."""
-    if compute_dtype is not None:
-        return compute_dtype
-    dtype = torch.promote_types(input_dtype, param_dtype)
-    if not (dtype.is_floating_point or dtype.is_complex):
-        dtype = torch.promote_types(dtype, torch.float32)
-    return dtype
 
 
 def _time_indices(start: torch.Tensor, time: int) -> torch.Tensor:
@@ -205,7 +185,7 @@ class SequenceDense(SequenceLayer):
         self.compute_dtype = compute_dtype
         self.weight = torch.nn.Parameter(torch.empty((num_steps, features, in_features), device=device, dtype=dtype))
         # Reference kernel [num_steps, in, out] with lecun_normal: fan_in = num_steps * in.
-        _lecun_normal_(self.weight, num_steps * in_features)
+        lecun_normal_(self.weight, num_steps * in_features)
         self.bias: torch.nn.Parameter | None
         if use_bias:
             self.bias = torch.nn.Parameter(torch.zeros((num_steps, features), device=device, dtype=dtype))
@@ -225,7 +205,7 @@ class SequenceDense(SequenceLayer):
         return (self.features,)
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
-        return _promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype)
+        return promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype, owner=type(self).__name__)
 
     def get_initial_state(
         self,
@@ -312,7 +292,7 @@ class MaskedDense(SequenceLayer):
             torch.empty((num_steps, features, num_steps, in_features), device=device, dtype=dtype)
         )
         # Reference kernel [T_in, T_out, in, out] with lecun_normal: fan_in = T * T * in.
-        _lecun_normal_(self.weight, num_steps * num_steps * in_features)
+        lecun_normal_(self.weight, num_steps * num_steps * in_features)
         self.bias: torch.nn.Parameter | None
         if use_bias:
             self.bias = torch.nn.Parameter(torch.zeros((num_steps, features), device=device, dtype=dtype))
@@ -335,7 +315,7 @@ class MaskedDense(SequenceLayer):
         return (self.features,)
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
-        return _promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype)
+        return promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype, owner=type(self).__name__)
 
     def get_initial_state(
         self,
