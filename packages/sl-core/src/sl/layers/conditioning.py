@@ -287,7 +287,8 @@ class Conditioning(SequenceLayer):
     def _check_batch_time(self, x: Sequence, c: Sequence) -> None:
         xb, xt = x.values.shape[:2]
         cb, ct = c.values.shape[:2]
-        if cb not in (1, xb) or ct not in (1, xt):
+        # Explicit comparisons (not `in`): they guard correctly on symbolic sizes under torch.compile.
+        if not (cb == 1 or cb == xb) or not (ct == 1 or ct == xt):
             raise ValueError(
                 f"Conditioning: the conditioning {self.conditioning_name!r} has [batch, time] = [{cb}, {ct}], "
                 f"which does not match the input's [{xb}, {xt}] (each must be equal or 1)."

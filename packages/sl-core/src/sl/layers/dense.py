@@ -25,7 +25,6 @@ rule).
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 
 import torch
@@ -37,6 +36,7 @@ from sl.initializers import lecun_normal_, reference_fan_in
 from sl.layer import Stateless
 from sl.registry import LayerExample, LayerRegistry
 from sl.types import Constants, Sequence
+from sl.validation import as_shape
 
 __all__ = ["Dense", "DenseShaped", "EinsumDense"]
 
@@ -49,18 +49,8 @@ def _promoted_dtype(
     return promoted_dtype(input_dtype, param_dtype, compute_dtype, owner="Dense layers")
 
 
-def _as_shape(owner: str, arg: str, shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    if isinstance(shape, int) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        if isinstance(shape, (str, bytes, bool)):
-            raise TypeError
-        out = tuple(operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"{owner} expects {arg} to be an int or a tuple of ints; got {shape!r}.") from None
-    if any(d <= 0 for d in out):
-        raise ValueError(f"{owner} expects positive sizes in {arg}; got {out}.")
-    return out
+def _as_shape(owner: str, arg: str, shape: object) -> tuple[int, ...]:
+    return as_shape(owner, arg, shape)
 
 
 class _DenseBase(Stateless):

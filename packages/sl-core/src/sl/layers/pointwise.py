@@ -15,7 +15,6 @@ dimensions than the channel shape, or one that does not broadcast, is a ValueErr
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from sl import activations
 from sl.layer import PreservesType, Stateless, StatelessPointwiseFunctor
 from sl.registry import LayerExample, LayerRegistry
 from sl.types import Constants, Sequence
+from sl.validation import as_shape
 
 __all__ = [
     "Abs",
@@ -67,20 +67,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 ShapeLike = int | tuple[int, ...] | list[int]
 
 
-def _as_shape(owner: str, arg: str, shape: ShapeLike | None) -> tuple[int, ...]:
-    if shape is None:
-        return ()
-    if isinstance(shape, int) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        if isinstance(shape, (str, bytes, bool)):
-            raise TypeError
-        out = tuple(operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"{owner} expects {arg} to be an int or a tuple of ints; got {shape!r}.") from None
-    if any(d < 0 for d in out):
-        raise ValueError(f"{owner} expects non-negative sizes in {arg}; got {out}.")
-    return out
+def _as_shape(owner: str, arg: str, shape: object) -> tuple[int, ...]:
+    return as_shape(owner, arg, shape, allow_zero=True)
 
 
 def _broadcast_output_shape(
