@@ -20,3 +20,17 @@ def test_serial_compiles_fullgraph():
     layer = sl.Serial(CausalFIR(3), CausalFIR(2))
     x = random_sequence(2, 6, 3)
     verify_contract(layer, x, compile=True)
+
+
+def test_step_compiles_with_symbolic_lengths():
+    # dynamic=True makes the time length a symbolic int: the contract checks in the
+    # base class must not mix it with fractions.Fraction.
+    layer = sl.Serial(CausalFIR(3), Decimate(2), CausalFIR(2))
+    compiled = torch.compile(lambda xb, s: layer.step(xb, s, training=False), fullgraph=True, dynamic=True)
+    x = random_sequence(2, 12, 3, random_lengths=False)
+    state = eager_state = layer.get_initial_state(2, x.channel_spec)
+    for start, stop in ((0, 2), (2, 6), (6, 12)):
+        y, state = compiled(x[:, start:stop], state)
+        y_eager, eager_state = layer.step(x[:, start:stop], eager_state)
+        torch.testing.assert_close(y.values, y_eager.values)
+        assert torch.equal(y.mask, y_eager.mask)

@@ -719,7 +719,8 @@ class Blockwise(_Wrapper):
         )
         y: Sequence = out[0]
         start = child.output_latency
-        length = math.ceil(t * child.output_ratio)
+        ratio = child.output_ratio
+        length = -(-t * ratio.numerator // ratio.denominator)  # ceil, symbolic-int friendly
         y = y[:, start : start + length]
         return (y, out[-1]) if with_emits else y
 

@@ -80,8 +80,12 @@ def _check_step_input(layer: SequenceLayer, x: Sequence) -> None:
 
 
 def _check_step_output(layer: SequenceLayer, x: Sequence, y: Sequence) -> None:
-    expected = x.values.shape[1] * layer.output_ratio
-    if y.values.shape[1] != expected:
+    # Integer arithmetic only: under torch.compile the lengths may be symbolic ints, which
+    # do not mix with fractions.Fraction.
+    ratio = layer.output_ratio
+    x_len, y_len = x.values.shape[1], y.values.shape[1]
+    if y_len * ratio.denominator != x_len * ratio.numerator:
+        expected = x_len * ratio.numerator // ratio.denominator
         raise ValueError(
             f"{_layer_name(layer)}.step produced {y.values.shape[1]} timesteps for {x.values.shape[1]} "
             f"input timesteps; output_ratio={layer.output_ratio} requires {expected}."

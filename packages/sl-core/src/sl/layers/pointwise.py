@@ -64,6 +64,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "GatedLinearUnit": ("GLU",),
 }
 
+_REAL_OF_COMPLEX = {torch.complex32: torch.float16, torch.complex64: torch.float32, torch.complex128: torch.float64}
+
 ShapeLike = int | tuple[int, ...] | list[int]
 
 
@@ -264,7 +266,8 @@ class Abs(StatelessPointwiseFunctor):
         return torch.abs(values), mask
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
-        return input_dtype.to_real() if input_dtype.is_complex else input_dtype
+        # A table, not dtype.to_real(): torch.compile cannot trace that method.
+        return _REAL_OF_COMPLEX.get(input_dtype, input_dtype)
 
 
 class _Elementwise(PreservesType, StatelessPointwiseFunctor):

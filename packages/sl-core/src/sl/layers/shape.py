@@ -97,7 +97,11 @@ def _channel_axis(owner: str, axis: int, input_shape: tuple[int, ...]) -> int:
 
 
 def _prod(shape: Iterable[int]) -> int:
-    return math.prod(int(d) for d in shape)
+    # A plain loop (no int(), no generator): sizes may be symbolic ints under torch.compile.
+    n = 1
+    for d in shape:
+        n = n * d
+    return n
 
 
 def _shape_tuple(owner: str, name: str, shape: Any) -> tuple[int, ...]:

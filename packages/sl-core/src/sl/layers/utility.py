@@ -303,7 +303,8 @@ class Logging(PreservesType, StatelessPointwise):
 
     By default tensors are logged as shape and dtype only; ``dump_tensors=True`` logs
     their values too (which forces a device sync, so use it for debugging only).
-    The format strings receive ``prefix`` and the call's arguments by name.
+    The format strings receive ``prefix`` and the call's arguments by name. Inside
+    ``torch.compile`` nothing is logged.
     """
 
     def __init__(
@@ -323,7 +324,9 @@ class Logging(PreservesType, StatelessPointwise):
         self.step_format_str = step_format_str
 
     def _log(self, format_str: str, **kwargs: Any) -> None:
-        if not _LOGGER.isEnabledFor(logging.INFO):
+        # Under torch.compile the layer is a pure identity: a Python logging call cannot
+        # be traced into a graph (and would run once, at trace time, anyway).
+        if torch.compiler.is_compiling() or not _LOGGER.isEnabledFor(logging.INFO):
             return
         described = {k: _describe(v, self.dump_tensors) for k, v in kwargs.items()}
         _LOGGER.info(format_str.format(prefix=self.prefix, **described))
