@@ -1,4 +1,4 @@
-"""Every steppable core example steps under torch.compile(fullgraph=True, dynamic=True).
+"""Every steppable core example compiles (fullgraph, symbolic sizes) and exports.
 
 dynamic=True makes every size symbolic, which is what torch.compile does on its own
 once it sees a second block length: shape arithmetic in step must stay traceable (no
@@ -42,3 +42,29 @@ def test_step_compiles_with_symbolic_sizes(example):
         y_eager, eager_state = layer.step(x[:, start:stop], eager_state, constants=constants)
         assert torch.equal(y.mask, y_eager.mask)
         torch.testing.assert_close(y.values, y_eager.values, equal_nan=True)
+
+
+class _Stepper(torch.nn.Module):
+    """One step as a module: what a deployment exports (input block and state in, out)."""
+
+    def __init__(self, layer, constants):
+        super().__init__()
+        self.layer = layer
+        self.constants = constants
+
+    def forward(self, x, state):
+        return self.layer.step(x, state, training=False, constants=self.constants)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_step_exports(example):
+    layer = example.layer.eval()
+    x, constants = example_input(example)
+    x = x.pad_to_multiple(layer.block_size)[:, : layer.block_size]
+    state = layer.get_initial_state(x.shape[0], x.channel_spec, constants=constants)
+    program = torch.export.export(_Stepper(layer, constants), (x, state))
+    y, new_state = program.module()(x, state)
+    y_eager, eager_state = layer.step(x, state, constants=constants)
+    assert torch.equal(y.mask, y_eager.mask)
+    torch.testing.assert_close(y.values, y_eager.values, equal_nan=True)
+    torch.utils._pytree.tree_map(torch.testing.assert_close, new_state, eager_state)
