@@ -34,3 +34,13 @@ def test_step_compiles_with_symbolic_lengths():
         y_eager, eager_state = layer.step(x[:, start:stop], eager_state)
         torch.testing.assert_close(y.values, y_eager.values)
         assert torch.equal(y.mask, y_eager.mask)
+
+
+def test_autocast_layer_and_step_agree():
+    model = sl.Serial(sl.Dense(4, 8, activation="gelu"), sl.Dense(8, 3), sl.Softmax())
+    x = random_sequence(2, 6, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model.layer(x)
+        y_step, _ = sl.step_by_step(model, x)
+    assert y.dtype == y_step.dtype == torch.bfloat16
+    sl.testing.assert_sequences_close(y, y_step, rtol=1e-2, atol=1e-2)
