@@ -130,3 +130,16 @@ def test_serial_latency_accumulates_and_requires_delay():
     assert c.get_required_stepwise_delay(1, F(1, 2)) == 1
     assert c.get_required_stepwise_delay(3, F(1, 4)) == 1
     assert c.get_required_stepwise_delay(4, F(1, 4)) == 0
+
+
+def test_stacked_upsamplers_keep_every_phase():
+    # Upsample(2) twice has period 4 in output steps; the reference's lcm of dict lengths
+    # (2) would drop phase 3, where a one-step lookahead reaches the next input.
+    up2 = mock({0: (0, 0), 1: (0, 0)}, F(2))
+    lookahead = mock({0: (0, 1)})
+    assert c.receptive_field_per_step_of_serial_layers([up2, up2, lookahead]) == {
+        0: (0, 0),
+        1: (0, 0),
+        2: (0, 0),
+        3: (0, 1),
+    }

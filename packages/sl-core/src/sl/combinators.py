@@ -210,6 +210,8 @@ class Serial(SerialCombinatorMixin, SequenceLayer):
     ratio cannot divide (the message names the ``Delay`` to insert).
     """
 
+    outputs_checked_by_children = True
+
     def __init__(self, *layers: SequenceLayer) -> None:
         super().__init__()
         self.layers = torch.nn.ModuleList(_as_layer_list(type(self).__name__, layers))
@@ -1071,6 +1073,8 @@ class Repeat(SerialCombinatorMixin, SequenceLayer):
     ``remat=True`` wraps each repeat in ``torch.utils.checkpoint`` (non-reentrant) when
     running ``layer`` in training with grad enabled.
     """
+
+    outputs_checked_by_children = True
 
     def __init__(self, layer: SequenceLayer, num_repeats: int, remat: bool = False) -> None:
         super().__init__()

@@ -142,7 +142,14 @@ def receptive_field_per_step_of_serial_layers(layers: TypingSequence[SequenceLay
         return {0: (0, 0)}
     per_step = [layer.receptive_field_per_step for layer in layers]
     ratios = [layer.output_ratio for layer in layers]
-    n = math.lcm(*[len(r) for r in per_step])
+    # The composite repeats with a period (in output steps) that every layer's phases and
+    # floor(step / ratio) mappings divide. The reference takes only the lcm of the dict
+    # lengths, which misses phases of stacked upsamplers (Upsample(2) twice has period 4).
+    n = 1
+    downstream = fractions.Fraction(1)
+    for layer_rf, ratio in zip(reversed(per_step), reversed(ratios)):
+        n = math.lcm(n, math.lcm(len(layer_rf), ratio.numerator) * downstream.numerator)
+        downstream *= ratio
     rf: dict[int, ReceptiveField] = dict.fromkeys(range(n), (0, 0))
     acc = fractions.Fraction(1)
     for ratio, layer_rf in zip(reversed(ratios), reversed(per_step)):
@@ -152,24 +159,33 @@ def receptive_field_per_step_of_serial_layers(layers: TypingSequence[SequenceLay
 
 
 def serial_block_size(layers: TypingSequence[SequenceLayer]) -> int:
-    """Smallest input block that gives every layer a whole number of its blocks."""
-    block = fractions.Fraction(1)
-    ratio = fractions.Fraction(1)
+    """Smallest input block that gives every layer a whole number of its blocks.
+
+    Integer arithmetic (the ratio so far as ``num / den``): this runs on every ``step``
+    of a stack, where ``fractions.Fraction`` would dominate the Python overhead.
+    """
+    block, num, den = 1, 1, 1
     for layer in layers:
         # Upstream outputs per block (always an integer by construction).
-        produced = block * ratio
-        if produced.denominator != 1:
-            raise ValueError(f"Serial block size is not an integer at {type(layer).__name__}: {produced}.")
-        block = math.lcm(produced.numerator, layer.block_size) / ratio
-        ratio *= layer.output_ratio
-    return block.numerator
+        produced, rem = divmod(block * num, den)
+        if rem:
+            raise ValueError(f"Serial block size is not an integer at {type(layer).__name__}.")
+        block, rem = divmod(math.lcm(produced, layer.block_size) * den, num)
+        if rem:
+            raise ValueError(f"Serial block size is not an integer at {type(layer).__name__}.")
+        ratio = layer.output_ratio
+        num, den = num * ratio.numerator, den * ratio.denominator
+        g = math.gcd(num, den)
+        num, den = num // g, den // g
+    return block
 
 
 def serial_output_ratio(layers: TypingSequence[SequenceLayer]) -> fractions.Fraction:
-    ratio = fractions.Fraction(1)
+    num, den = 1, 1
     for layer in layers:
-        ratio *= layer.output_ratio
-    return ratio
+        ratio = layer.output_ratio
+        num, den = num * ratio.numerator, den * ratio.denominator
+    return fractions.Fraction(num, den)
 
 
 def serial_input_latency(layers: TypingSequence[SequenceLayer], input_latency: int = 0) -> int:
