@@ -148,6 +148,15 @@ def _combinator_cases() -> list[LayerCase]:
                     ours("Serial", ours("Downsample1D", 2), ours("Dense", 3, 3), ours("Upsample1D", 3)),
                     (3,),
                 ),
+                Config(
+                    "Upsample2,Upsample2,Dense",
+                    ref(
+                        "Serial",
+                        layers=(ref("Upsample1D", rate=2), ref("Upsample1D", rate=2), ref("Dense", features=2)),
+                    ),
+                    ours("Serial", ours("Upsample1D", 2), ours("Upsample1D", 2), ours("Dense", 3, 2)),
+                    (3,),
+                ),
             ],
             group="combinators",
         ),
