@@ -370,7 +370,10 @@ def write_report(
         "reference parameters, loads them with `sl.interop.load_flax_params`, and compares layer-wise outputs and "
         "step-wise outputs (`sl.step_by_step` vs the reference's `utils.step_by_step_static`) on random masks: "
         "masks must be equal and values on valid steps within float32 rtol/atol 1e-5 unless noted. "
-        "Properties compared: " + ", ".join(f"`{p}`" for p in PROPERTIES) + ".",
+        "Properties compared: "
+        + ", ".join(f"`{p}`" for p in PROPERTIES)
+        + " (per-step receptive fields as periodic maps: both dicts tiled to the lcm of their lengths; sl keeps "
+        "every phase of stacked upsamplers, where the reference's dict can be shorter).",
         "",
         f"Summary: {len(rows)} layers; "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
