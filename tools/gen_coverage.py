@@ -158,6 +158,18 @@ REFERENCE: dict[str, tuple[str, list[str]]] = {
 }
 
 
+BASES = [
+    "SequenceLayer",
+    "Emitting",
+    "Stateless",
+    "StatelessEmitting",
+    "StatelessPointwise",
+    "StatelessPointwiseFunctor",
+    "PreservesShape",
+    "PreservesType",
+]
+
+
 def _steppable(cls: type) -> str:
     prop = cls.__dict__.get("supports_step")
     for base in cls.__mro__:
@@ -208,6 +220,20 @@ def render() -> tuple[str, list[str]]:
             names_ = ", ".join(f"`{n}`" for n in sorted(aliases.get(cls, [name]), key=lambda n: (n != name, n)))
             lines.append(f"| {name} | {names_} | {_steppable(cls)} | ported |")
         lines.append("")
+    lines += [
+        "## types.py base classes and mixins (sl-core)",
+        "",
+        "Not layers themselves; what layer authors subclass.",
+        "",
+        "| reference | sl |",
+        "|---|---|",
+    ]
+    for name in BASES:
+        status = f"`sl.{name}`" if hasattr(sl, name) else "missing"
+        if status == "missing":
+            missing.append(name)
+        lines.append(f"| {name} | {status} |")
+    lines.append("")
     lines.insert(6, f"**{ported} of {total} reference layers ported.**\n")
     return "\n".join(lines), missing
 

@@ -860,26 +860,11 @@ class Residual(SequenceLayer):
 
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
+        # Both branches share the output ratio (checked at construction), so their
+        # step-relative fields can be united phase by phase, as for Parallel.
         body_rf = composition.receptive_field_per_step_of_serial_layers(self._body)
-        body_ratio = composition.serial_output_ratio(self._body)
-        if self.shortcut is not None:
-            sc_rf, sc_ratio = self.shortcut.receptive_field_per_step, self.shortcut.output_ratio
-        else:
-            sc_rf, sc_ratio = {0: (0, 0)}, fractions.Fraction(1)
-        composition.validate_receptive_field_per_step(body_rf)
-        composition.validate_receptive_field_per_step(sc_rf)
-        out: dict[int, ReceptiveField] = {}
-        for step in range(math.lcm(len(body_rf), len(sc_rf))):
-            rf = composition.receptive_field_union(
-                composition.receptive_field_at(body_rf, body_ratio, step),
-                composition.receptive_field_at(sc_rf, sc_ratio, step),
-            )
-            if rf is None:
-                out[step] = None
-            else:
-                offset = math.floor(fractions.Fraction(step) / body_ratio)
-                out[step] = (rf[0] - offset, rf[1] - offset)
-        return out
+        sc_rf = self.shortcut.receptive_field_per_step if self.shortcut is not None else {0: (0, 0)}
+        return composition.aggregate_receptive_field_per_steps([body_rf, sc_rf])
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
         body = _serial_output_shape(self._body, input_shape, constants)
