@@ -25,7 +25,6 @@ from support_layers import (
 )
 
 import sl
-from sl._example_layers import ExampleFIR, ExampleScale
 from sl.combination import CombinationMode
 from sl.combinators import (
     Bidirectional,
@@ -306,13 +305,13 @@ def test_constants_not_shared_between_children(build):
 
 
 def test_repeat_copies_are_independent():
-    for child in (CausalFIR(3), ExampleFIR(3), Serial(ExampleFIR(2), ExampleFIR(2))):
+    for child in (CausalFIR(3), sl.Dense(3, 3), Serial(CausalFIR(2), sl.Dense(3, 3))):
         layer = Repeat(child, 3)
         weights = [torch.cat([p.flatten() for p in c.parameters()]) for c in layer.layers]
         assert layer.layers[0] is child
         assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
         assert len(list(layer.parameters())) == 3 * len(list(child.parameters()))
-    bf16 = Repeat(ExampleFIR(3).to(torch.bfloat16), 2)
+    bf16 = Repeat(CausalFIR(3).to(torch.bfloat16), 2)
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
 
 
@@ -403,8 +402,8 @@ def test_registry_names():
 
 def test_nested_config_round_trip():
     layer = Residual(
-        [Parallel(ExampleFIR(2), Repeat(ExampleFIR(3), 2), combination=CombinationMode.MEAN), ExampleScale(0.5)],
-        shortcut_layers=[Blockwise(CheckpointGradient(ExampleFIR(2)), 2)],
+        [Parallel(CausalFIR(2), Repeat(CausalFIR(3), 2), combination=CombinationMode.MEAN), Scale(0.5)],
+        shortcut_layers=[Blockwise(CheckpointGradient(CausalFIR(2)), 2)],
     )
     config = json.loads(json.dumps(layer.get_config()))
     assert config["layers"][0]["combination"] == "mean"
@@ -413,7 +412,7 @@ def test_nested_config_round_trip():
     rebuilt.load_state_dict(layer.state_dict())
     x = random_sequence(2, 8, 3)
     torch.testing.assert_close(rebuilt.layer(x).values, layer.layer(x).values)
-    bi = Bidirectional(forward=ExampleFIR(2), backward=ExampleScale(), combination=2)
+    bi = Bidirectional(forward=CausalFIR(2), backward=Scale(), combination=2)
     assert sl.from_config(bi.get_config()).combination is CombinationMode.CONCAT
 
 

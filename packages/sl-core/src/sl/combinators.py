@@ -1285,21 +1285,30 @@ def register_layers(registry: LayerRegistry) -> None:
     registry.add(CheckpointGradient)
 
 
+def _stateful(width: int) -> SequenceLayer:
+    """A small stateful child with parameters, built from core layers, for the examples."""
+    from sl.layers.dense import Dense
+    from sl.layers.position import AddTimingSignal
+
+    return Serial(Dense(width, width), AddTimingSignal())
+
+
 def example_layers() -> Iterable[LayerExample]:
-    from sl._example_layers import ExampleFIR, ExampleScale
+    from sl.layers.dense import Dense
+    from sl.layers.pointwise import Scale
 
     return [
         LayerExample(Serial(), (3,), name="Serial(empty)"),
-        LayerExample(Serial(ExampleFIR(3), ExampleScale(0.5), ExampleFIR(2)), (3,), random_mask=True, name="Serial"),
-        LayerExample(SerialModules([ExampleFIR(2), ExampleScale(2.0)]), (3,), name="SerialModules"),
-        LayerExample(Parallel(ExampleFIR(3), ExampleScale(2.0), combination="stack"), (3,), name="Parallel(stack)"),
-        LayerExample(Parallel(ExampleFIR(2), ExampleFIR(3), combination="concat"), (3,), name="Parallel(concat)"),
-        LayerExample(Parallel(ExampleFIR(2), ExampleScale(-1.0), combination="mean"), (3,), name="Parallel(mean)"),
-        LayerExample(ParallelChannels(ExampleFIR(3), 2, combination="concat"), (4,), name="ParallelChannels"),
-        LayerExample(Residual([ExampleFIR(3), ExampleScale(0.5)]), (3,), name="Residual"),
-        LayerExample(Residual(ExampleFIR(2), shortcut_layers=[ExampleScale(3.0)]), (3,), name="Residual(shortcut)"),
-        LayerExample(Repeat(ExampleFIR(2), 3), (3,), name="Repeat"),
-        LayerExample(Bidirectional(ExampleFIR(3), ExampleFIR(2), combination="concat"), (3,), name="Bidirectional"),
-        LayerExample(Blockwise(ExampleFIR(3), 4), (3,), time=13, name="Blockwise"),
-        LayerExample(CheckpointGradient(ExampleFIR(3)), (3,), training=True, name="CheckpointGradient"),
+        LayerExample(Serial(_stateful(3), Scale(0.5), Dense(3, 2)), (3,), random_mask=True, name="Serial"),
+        LayerExample(SerialModules([_stateful(3), Scale(2.0)]), (3,), name="SerialModules"),
+        LayerExample(Parallel(_stateful(3), Scale(2.0), combination="stack"), (3,), name="Parallel(stack)"),
+        LayerExample(Parallel(_stateful(3), Dense(3, 2), combination="concat"), (3,), name="Parallel(concat)"),
+        LayerExample(Parallel(_stateful(3), Scale(-1.0), combination="mean"), (3,), name="Parallel(mean)"),
+        LayerExample(ParallelChannels(_stateful(2), 2, combination="concat"), (4,), name="ParallelChannels"),
+        LayerExample(Residual([_stateful(3), Scale(0.5)]), (3,), name="Residual"),
+        LayerExample(Residual(_stateful(3), shortcut_layers=[Scale(3.0)]), (3,), name="Residual(shortcut)"),
+        LayerExample(Repeat(_stateful(3), 3), (3,), name="Repeat"),
+        LayerExample(Bidirectional(_stateful(3), Dense(3, 2), combination="concat"), (3,), name="Bidirectional"),
+        LayerExample(Blockwise(_stateful(3), 4), (3,), time=13, name="Blockwise"),
+        LayerExample(CheckpointGradient(_stateful(3)), (3,), training=True, name="CheckpointGradient"),
     ]
