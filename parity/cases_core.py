@@ -67,7 +67,7 @@ def _dense_cases() -> list[LayerCase]:
             [
                 Config("3->5", ref("Dense", features=5), ours("Dense", 3, 5), (3,)),
                 Config(
-                    "3->4,no bias", ref("Dense", features=4, use_bias=False), ours("Dense", 3, 4, use_bias=False), (3,)
+                    "3->4,no bias", ref("Dense", features=4, use_bias=False), ours("Dense", 3, 4, bias=False), (3,)
                 ),
                 Config(
                     "4->2,tanh,[2,4] input",
@@ -86,7 +86,7 @@ def _dense_cases() -> list[LayerCase]:
                 Config(
                     "[2,3]->[], no bias",
                     ref("DenseShaped", output_shape=(), use_bias=False),
-                    ours("DenseShaped", (2, 3), (), use_bias=False),
+                    ours("DenseShaped", (2, 3), (), bias=False),
                     (2, 3),
                 ),
             ],
@@ -543,8 +543,8 @@ def _other_cases() -> list[LayerCase]:
             [
                 Config(
                     f"3x5, bias={b}",
-                    ref("EmbeddingTranspose", embedding=_ref_embedding(5, 3), use_bias=b),
-                    ours("EmbeddingTranspose", ours("Embedding", num_embeddings=3, dimension=5), use_bias=b),
+                    ref("EmbeddingTranspose", embedding=_ref_embedding(5, 3), bias=b),
+                    ours("EmbeddingTranspose", ours("Embedding", num_embeddings=3, dimension=5), bias=b),
                     (5,),
                 )
                 for b in (True, False)

@@ -2,9 +2,11 @@
 
 * ``sl plugins``: every plugin the registry found (name, distribution, version, status);
 * ``sl layers [--plugin P]``: every registered layer with its streaming metadata;
-* ``sl check PLUGIN``: ``sl.testing.check_plugin`` over the plugin's ``sl_example_layers``,
-  one line per example and a final ``N passed, M failed`` line. Exit status 1 when an
-  example fails, 2 when the plugin is unknown or failed to load.
+* ``sl check PLUGIN [--compile] [--lenient]``: ``sl.testing.check_plugin`` over the
+  plugin's ``sl_example_layers`` (strict by default: each example also runs with random
+  non-contiguous masks; no examples, duplicate names or a failing hook are failures),
+  one line per example and a final ``N passed, M failed`` line. Exit status 1 when
+  anything fails, 2 when the plugin is unknown or failed to load.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     if not info.ok:
         print(f"error: sl plugin {args.plugin!r} failed to load: {info.error}", file=sys.stderr)
         return EXIT_PLUGIN
-    results = check_plugin(args.plugin)
+    results = check_plugin(args.plugin, compile=args.compile, strict=not args.lenient)
     passed = failed = 0
     for r in results:
         if r.ok:
@@ -135,8 +137,6 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             failed += 1
             detail = r.error if args.verbose else _first_line(r.error)
             print(f"FAILED {r.plugin}:{r.label}: {detail}", file=out)
-    if not results:
-        print(f"warning: plugin {args.plugin!r} provides no example layers (sl_example_layers).", file=sys.stderr)
     print(f"{passed} passed, {failed} failed", file=out)
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -152,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="run the contract + config round trip over a plugin's example layers")
     p.add_argument("plugin", help="plugin name as listed by `sl plugins`")
     p.add_argument("-v", "--verbose", action="store_true", help="print full failure messages")
+    p.add_argument(
+        "--compile", action="store_true", help="also run every step under torch.compile(fullgraph=True)"
+    )
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="only the examples as declared (no extra random-mask run, no check for missing or duplicate names)",
+    )
     p.set_defaults(func=_cmd_check)
     return parser
 

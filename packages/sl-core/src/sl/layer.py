@@ -7,10 +7,13 @@ checks that they do.
 
 Subclasses implement ``layer``/``step`` (or the ``*_with_emits`` pair through
 :class:`Emitting`), ``get_initial_state``, ``get_output_shape`` and
-``get_output_dtype``. The base class wraps those methods once per subclass to
-resolve ``training=None`` to ``self.training`` and to validate inputs and outputs
-(the reference's ``check_layer``/``check_step`` decorators), so every layer gets
-clear errors for free.
+``get_output_dtype``, with ``training: bool`` (always a bool: the public call turns
+``training=None`` into ``self.training``). The base class wraps those methods once
+per subclass. The wrapper validates the outermost call only (the reference's
+``check_layer``/``check_step``: input type, step block size, the state against
+``get_initial_state``, the output's channel shape and length); calls a layer makes
+to its children while it runs are trusted and skip the checks, so a deep stack pays
+for them once per call, not once per layer.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from __future__ import annotations
 import fractions
 import functools
 import math
+import threading
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from sl import config as _config
-from sl.composition import reduce_receptive_field_per_step, validate_receptive_field_per_step
+from sl.composition_rules import reduce_receptive_field_per_step, validate_receptive_field_per_step
+from sl.errors import SpecMismatchError, StateMismatchError
 from sl.types import ChannelSpec, Constants, Emits, MaskedSequence, ReceptiveField, Sequence, State
 
 __all__ = [
@@ -40,27 +46,40 @@ __all__ = [
 ]
 
 
-def _layer_name(layer: Any) -> str:
+class _CallDepth(threading.local):
+    """How many checked public calls are running in this thread (0 = the next call is outermost)."""
+
+    depth = 0
+
+
+_calls = _CallDepth()
+_is_compiling = torch.compiler.is_compiling
+
+
+def _name(layer: Any) -> str:
     return type(layer).__name__
+
+
+# -- input and output checks ----------------------------------------------------------
 
 
 def _check_sequence(layer: SequenceLayer, x: Any, method: str) -> None:
     if not isinstance(x, Sequence):
         raise TypeError(
-            f"{_layer_name(layer)}.{method} expects an sl.Sequence input; got {type(x).__name__}. "
+            f"{_name(layer)}.{method} expects an sl.Sequence input; got {type(x).__name__}. "
             "Wrap tensors with sl.Sequence(values, mask) or sl.Sequence.from_values(values)."
         )
 
 
 def _check_output(layer: SequenceLayer, x: Sequence, y: Any, constants: Constants | None, method: str) -> None:
     if not isinstance(y, Sequence):
-        raise TypeError(f"{_layer_name(layer)}.{method} returned {type(y).__name__}, expected an sl.Sequence.")
+        raise TypeError(f"{_name(layer)}.{method} returned {type(y).__name__}, expected an sl.Sequence.")
     # get_output_spec (as the reference's check does), so a layer that needs the dtype to know
     # its shape (Lambda) can override get_output_spec alone.
     expected = tuple(layer.get_output_spec(x.channel_spec, constants=constants).shape)
-    if y.channel_shape != expected:
-        raise ValueError(
-            f"{_layer_name(layer)}.{method} produced channel shape {y.channel_shape} for input channel "
+    if tuple(y.values.shape[2:]) != expected:
+        raise SpecMismatchError(
+            f"{_name(layer)}.{method} produced channel shape {y.channel_shape} for input channel "
             f"shape {x.channel_shape}, but get_output_spec declares {expected}."
         )
 
@@ -68,28 +87,139 @@ def _check_output(layer: SequenceLayer, x: Sequence, y: Any, constants: Constant
 def _check_step_input(layer: SequenceLayer, x: Sequence) -> None:
     if not layer.supports_step:
         raise ValueError(
-            f"{_layer_name(layer)} does not support step(): it is not streamable with its current "
+            f"{_name(layer)} does not support step(): it is not streamable with its current "
             "configuration (see its supports_step property). Use layer() instead."
         )
     block = layer.block_size
     if x.values.shape[1] % block:
         raise ValueError(
-            f"{_layer_name(layer)}.step received {x.values.shape[1]} timesteps, which is not a multiple "
-            f"of its block_size={block}. Pad the block (Sequence.pad_to_multiple) or use sl.step_by_step."
+            f"{_name(layer)}.step received {x.values.shape[1]} timesteps, which is not a multiple "
+            f"of its block_size={block}. Pad the block (Sequence.pad_to_multiple), or use sl.step_by_step "
+            "or sl.Streamer, which buffer partial blocks."
         )
 
 
-def _check_step_output(layer: SequenceLayer, x: Sequence, y: Sequence) -> None:
+def _check_step_length(layer: SequenceLayer, x: Sequence, y: Sequence) -> None:
     # Integer arithmetic only: under torch.compile the lengths may be symbolic ints, which
     # do not mix with fractions.Fraction.
     ratio = layer.output_ratio
     x_len, y_len = x.values.shape[1], y.values.shape[1]
     if y_len * ratio.denominator != x_len * ratio.numerator:
         expected = x_len * ratio.numerator // ratio.denominator
-        raise ValueError(
-            f"{_layer_name(layer)}.step produced {y.values.shape[1]} timesteps for {x.values.shape[1]} "
-            f"input timesteps; output_ratio={layer.output_ratio} requires {expected}."
+        raise SpecMismatchError(
+            f"{_name(layer)}.step produced {y_len} timesteps for {x_len} input timesteps; "
+            f"output_ratio={ratio} requires {expected}."
         )
+
+
+# -- state checks -----------------------------------------------------------------------
+
+
+def _describe_state(state: State, limit: int = 240) -> str:
+    """A compact description of a state's structure: ``(Tensor[2, 3] float32, ())``."""
+
+    def desc(s: Any) -> str:
+        if isinstance(s, torch.Tensor):
+            return f"Tensor{list(s.shape)} {str(s.dtype).removeprefix('torch.')}"
+        if isinstance(s, Sequence):
+            return f"{type(s).__name__}(values={desc(s.values)}, mask={desc(s.mask)})"
+        if isinstance(s, tuple):
+            inner = ", ".join(desc(i) for i in s)
+            return f"({inner},)" if len(s) == 1 else f"({inner})"
+        if isinstance(s, list):
+            return "[" + ", ".join(desc(i) for i in s) + "]"
+        if isinstance(s, dict):
+            return "{" + ", ".join(f"{k!r}: {desc(v)}" for k, v in s.items()) + "}"
+        return f"{type(s).__name__}({s!r})"
+
+    text = desc(state)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _state_signature(state: State) -> tuple[Any, list[tuple[str, Any]]]:
+    leaves, spec = pytree.tree_flatten_with_path(state)
+    out = []
+    for path, leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            out.append((pytree.keystr(path), (tuple(leaf.shape), leaf.dtype)))
+        else:
+            out.append((pytree.keystr(path), type(leaf).__name__))
+    return spec, out
+
+
+def _constants_key(constants: Constants | None) -> Any:
+    if not constants:
+        return None
+    items = []
+    for k in sorted(constants):
+        v = constants[k]
+        if isinstance(v, Sequence):
+            items.append((k, tuple(v.values.shape), v.values.dtype))
+        elif isinstance(v, torch.Tensor):
+            items.append((k, tuple(v.shape), v.dtype))
+        else:
+            items.append((k, type(v).__name__))
+    return tuple(items)
+
+
+def _validate_state(
+    layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None
+) -> None:
+    """Compares ``state`` with what ``get_initial_state`` gives for this input (cached per input spec)."""
+    batch = x.values.shape[0]
+    spec = x.channel_spec
+    key = (batch, spec, training, _constants_key(constants))
+    cache: dict[Any, Any] = layer.__dict__.setdefault("_sl_state_signatures", {})
+    expected = cache.get(key)
+    if expected is None:
+        initial = layer.get_initial_state(batch, spec, training=training, constants=constants)
+        expected = (_state_signature(initial), _describe_state(initial))
+        if len(cache) > 16:
+            cache.clear()
+        cache[key] = expected
+    (exp_spec, exp_leaves), exp_text = expected
+    try:
+        got_spec, got_leaves = _state_signature(state)
+    except Exception:  # an object pytree cannot walk
+        got_spec, got_leaves = None, []
+    problem = None
+    if got_spec != exp_spec:
+        problem = f"its structure is {_describe_state(state)}, but get_initial_state gives {exp_text}"
+    else:
+        for (path, got), (_, want) in zip(got_leaves, exp_leaves):
+            if got != want:
+                if isinstance(got, tuple) and isinstance(want, tuple):
+                    problem = (
+                        f"state leaf {path or '(root)'} has shape {list(got[0])} and dtype {got[1]}, but "
+                        f"get_initial_state gives shape {list(want[0])} and dtype {want[1]}"
+                    )
+                else:
+                    problem = f"state leaf {path or '(root)'} is {got}, but get_initial_state gives {want}"
+                break
+    if problem is not None:
+        raise StateMismatchError(
+            f"{_name(layer)}.step: the state does not match this input (batch_size={batch}, "
+            f"input_spec={tuple(spec.shape)} {str(spec.dtype).removeprefix('torch.')}): {problem}. Pass the "
+            "state from get_initial_state for this input, or the state the previous step returned."
+        )
+
+
+def _check_state(layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None) -> None:
+    # The state the previous outermost step returned is trusted (it is what a stream passes
+    # back), so a running stream pays one identity comparison, not a walk of the state.
+    last = layer.__dict__.get("_sl_last_state")
+    key = (x.values.shape[0], x.values.shape[2:], x.values.dtype, training)
+    if last is not None and last[0] == id(state) and last[1] is type(state) and last[2] == key:
+        return
+    _validate_state(layer, x, state, training, constants)
+
+
+def _remember_state(layer: SequenceLayer, x: Sequence, state: State, training: bool) -> None:
+    key = (x.values.shape[0], x.values.shape[2:], x.values.dtype, training)
+    layer.__dict__["_sl_last_state"] = (id(state), type(state), key)
+
+
+# -- the wrappers -----------------------------------------------------------------------
 
 
 def _wrap_layer(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
@@ -101,10 +231,19 @@ def _wrap_layer(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
     ) -> Any:
         if training is None:
             training = self.training
+        compiling = _is_compiling()
+        if _calls.depth and not compiling:
+            return fn(self, x, training=training, constants=constants)
         _check_sequence(self, x, method)
-        out = fn(self, x, training=training, constants=constants)
-        if not self.outputs_checked_by_children:
-            _check_output(self, x, out[0] if with_emits else out, constants, method)
+        if compiling:
+            out = fn(self, x, training=training, constants=constants)
+        else:
+            _calls.depth += 1
+            try:
+                out = fn(self, x, training=training, constants=constants)
+            finally:
+                _calls.depth -= 1
+        _check_output(self, x, out[0] if with_emits else out, constants, method)
         return out
 
     layer.__sl_checked__ = True  # type: ignore[attr-defined]
@@ -125,17 +264,50 @@ def _wrap_step(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
     ) -> Any:
         if training is None:
             training = self.training
+        compiling = _is_compiling()
+        if _calls.depth and not compiling:
+            return fn(self, x, state, training=training, constants=constants)
         _check_sequence(self, x, method)
         _check_step_input(self, x)
-        out = fn(self, x, state, training=training, constants=constants)
-        if not self.outputs_checked_by_children:
-            y = out[0]
-            _check_output(self, x, y, constants, method)
-            _check_step_output(self, x, y)
+        if compiling:
+            out = fn(self, x, state, training=training, constants=constants)
+        else:
+            _check_state(self, x, state, training, constants)
+            _calls.depth += 1
+            try:
+                out = fn(self, x, state, training=training, constants=constants)
+            finally:
+                _calls.depth -= 1
+            _remember_state(self, x, out[1], training)
+        y = out[0]
+        _check_output(self, x, y, constants, method)
+        _check_step_length(self, x, y)
         return out
 
     step.__sl_checked__ = True  # type: ignore[attr-defined]
     return step
+
+
+def _coerce_spec(layer: SequenceLayer, input_spec: Any) -> ChannelSpec:
+    if isinstance(input_spec, ChannelSpec):
+        return input_spec
+    if isinstance(input_spec, Sequence):
+        raise TypeError(
+            f"{_name(layer)}.get_initial_state expects the input's channel spec, not a Sequence: pass x.channel_spec."
+        )
+    if isinstance(input_spec, (tuple, list)) and len(input_spec) == 2 and isinstance(input_spec[1], torch.dtype):
+        shape = input_spec[0]
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            shape = (shape,)
+        if isinstance(shape, (tuple, list, torch.Size)) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            return ChannelSpec(tuple(shape), input_spec[1])
+    raise TypeError(
+        f"{_name(layer)}.get_initial_state expects input_spec as sl.ChannelSpec(shape, dtype) or a (shape, dtype) "
+        f"pair (the channel shape, without batch and time, e.g. x.channel_spec or ((80,), torch.float32)); "
+        f"got {input_spec!r}."
+    )
 
 
 def _wrap_initial_state(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,17 +322,36 @@ def _wrap_initial_state(fn: Callable[..., Any]) -> Callable[..., Any]:
     ) -> State:
         if training is None:
             training = self.training
-        if not isinstance(input_spec, ChannelSpec):
-            if isinstance(input_spec, Sequence):
-                raise TypeError(
-                    f"{_layer_name(self)}.get_initial_state expects a ChannelSpec; got a Sequence "
-                    "(pass x.channel_spec)."
-                )
-            input_spec = ChannelSpec(*input_spec)
-        return fn(self, batch_size, input_spec, training=training, constants=constants)
+        if _calls.depth and not _is_compiling():
+            return fn(self, batch_size, input_spec, training=training, constants=constants)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, torch.SymInt)) or batch_size < 0:
+            raise TypeError(
+                f"{_name(self)}.get_initial_state expects a non-negative int batch_size; got {batch_size!r}."
+            )
+        input_spec = _coerce_spec(self, input_spec)
+        if _is_compiling():
+            return fn(self, batch_size, input_spec, training=training, constants=constants)
+        _calls.depth += 1
+        try:
+            return fn(self, batch_size, input_spec, training=training, constants=constants)
+        finally:
+            _calls.depth -= 1
 
     get_initial_state.__sl_checked__ = True  # type: ignore[attr-defined]
     return get_initial_state
+
+
+def _wrap_flush(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def flush(
+        self: SequenceLayer, state: State, *, training: bool | None = None, constants: Constants | None = None
+    ) -> Sequence | None:
+        if training is None:
+            training = self.training
+        return fn(self, state, training=training, constants=constants)  # type: ignore[no-any-return]
+
+    flush.__sl_checked__ = True  # type: ignore[attr-defined]
+    return flush
 
 
 _WRAPPERS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
@@ -169,15 +360,24 @@ _WRAPPERS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "step": lambda f: _wrap_step(f, with_emits=False),
     "step_with_emits": lambda f: _wrap_step(f, with_emits=True),
     "get_initial_state": _wrap_initial_state,
+    "flush": _wrap_flush,
 }
 
 
 class SequenceLayer(torch.nn.Module):
-    """Base class of every layer. See the module docstring for the contract."""
+    """Base class of every layer. See the module docstring for the contract.
 
-    # A combinator whose output is its last (checked) child's output, unchanged, sets this
-    # so the same check does not run twice per call (it is Python overhead on every step).
-    outputs_checked_by_children: ClassVar[bool] = False
+    Constructor arguments are recorded automatically (the base class wraps each
+    subclass ``__init__``), so every layer has ``get_config()`` without writing any
+    code; override :meth:`normalize_config` to store an argument in a canonical form.
+    """
+
+    _sl_init_args: dict[str, Any]
+
+    def __init__(self) -> None:
+        super().__init__()
+        if "_sl_init_args" not in self.__dict__:  # a layer without an __init__ of its own
+            object.__setattr__(self, "_sl_init_args", {})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -222,7 +422,7 @@ class SequenceLayer(torch.nn.Module):
         required = -output_latency % (1 / ratio)
         if required:
             raise ValueError(
-                f"Input to {_layer_name(self)} has a step-wise incoming output_latency={output_latency} "
+                f"Input to {_name(self)} has a step-wise incoming output_latency={output_latency} "
                 f"which is not divisible by the layer's output_ratio={ratio}. Insert "
                 f"sl.Delay({int(required)}, delay_layer_output=False) before the layer "
                 "(-output_latency % (1/output_ratio)) to compensate."
@@ -232,7 +432,7 @@ class SequenceLayer(torch.nn.Module):
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         """Per output phase ``{step: (start, end)}``, relative to ``floor(step / ratio)``."""
-        raise NotImplementedError(f"receptive_field_per_step is not implemented by {_layer_name(self)}.")
+        raise NotImplementedError(f"receptive_field_per_step is not implemented by {_name(self)}.")
 
     @property
     def receptive_field(self) -> ReceptiveField:
@@ -243,7 +443,7 @@ class SequenceLayer(torch.nn.Module):
 
     # -- processing -----------------------------------------------------------------
     def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
-        raise NotImplementedError(f"{_layer_name(self)} does not implement layer().")
+        raise NotImplementedError(f"{_name(self)} does not implement layer().")
 
     def layer_with_emits(
         self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None
@@ -253,7 +453,7 @@ class SequenceLayer(torch.nn.Module):
     def step(
         self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
-        raise NotImplementedError(f"{_layer_name(self)} does not implement step().")
+        raise NotImplementedError(f"{_name(self)} does not implement step().")
 
     def step_with_emits(
         self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
@@ -269,13 +469,38 @@ class SequenceLayer(torch.nn.Module):
         training: bool | None = None,
         constants: Constants | None = None,
     ) -> State:
-        raise NotImplementedError(f"{_layer_name(self)} does not implement get_initial_state().")
+        raise NotImplementedError(f"{_name(self)} does not implement get_initial_state().")
+
+    def shift_initial_state(self, state: State, latency: int) -> State:
+        """The initial state for a stream whose step-wise input reaches this layer ``latency``
+        timesteps late (the output latency accumulated by the layers before it).
+
+        Upstream latency delays step-wise inputs relative to layer-wise ones: the first
+        ``latency`` step inputs are the invalid filler that lines the stream up. Layers
+        whose output depends on the absolute time index (positions, per-step
+        parameters) count from ``-latency`` so step and layer agree; combinators pass
+        the shift to their children. Everything else ignores it (the default).
+        """
+        return state
+
+    def flush(
+        self, state: State, *, training: bool | None = None, constants: Constants | None = None
+    ) -> Sequence | None:
+        """End of stream: outputs that ``state`` still holds and no further input would release.
+
+        Most layers owe nothing once their ``input_latency`` has been fed as invalid steps
+        (``sl.Streamer.flush`` does that first), so the default is ``None``. Layers with an
+        output tail (overlap-add, transposed convolutions) return it here; combinators pass
+        a child's flushed output through the layers after it. The result is a Sequence of
+        any whole number of the layer's output blocks.
+        """
+        return None
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
-        raise NotImplementedError(f"{_layer_name(self)} does not implement get_output_shape().")
+        raise NotImplementedError(f"{_name(self)} does not implement get_output_shape().")
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
-        raise NotImplementedError(f"{_layer_name(self)} does not implement get_output_dtype().")
+        raise NotImplementedError(f"{_name(self)} does not implement get_output_dtype().")
 
     def get_output_spec(self, input_spec: ChannelSpec, *, constants: Constants | None = None) -> ChannelSpec:
         shape, dtype = input_spec
@@ -289,20 +514,34 @@ class SequenceLayer(torch.nn.Module):
         return self.layer(x, training=self.training, constants=constants)
 
     # -- configuration --------------------------------------------------------------
+    def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Hook: the constructor arguments ``get_config`` records, in canonical form.
+
+        ``arguments`` are the arguments the layer was built with (defaults filled in).
+        Override to store a normalised value (``Slice`` stores its parsed slices); the
+        result must rebuild an equal layer through the constructor. The default records
+        the parameters' current dtype as ``dtype`` (so a layer moved with ``.to()`` says so).
+        """
+        if "dtype" in arguments:
+            dtype = _parameter_dtype(self)
+            if dtype is not None and (arguments["dtype"] is not None or dtype != torch.get_default_dtype()):
+                arguments = {**arguments, "dtype": dtype}
+        return arguments
+
     def get_config(self) -> dict[str, Any]:
         """A JSON-able description (``{"type": name, **args}``) that ``sl.from_config`` rebuilds."""
         return _config.layer_config(self)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> SequenceLayer:
-        return _config.from_config(config, expected_type=cls)
+    def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> SequenceLayer:
+        return _config.from_config(config, expected_type=cls, **kwargs)
 
     def extra_repr(self) -> str:
-        args = getattr(self, "_sl_init_args", None)
+        args = self.__dict__.get("_sl_init_args")
         if not args:
             return ""
         parts = []
-        for k, v in args.items():
+        for k, v in self.normalize_config(dict(args)).items():
             if isinstance(v, torch.nn.Module):
                 continue
             if isinstance(v, (list, tuple)) and any(isinstance(i, torch.nn.Module) for i in v):
@@ -310,13 +549,26 @@ class SequenceLayer(torch.nn.Module):
             parts.append(f"{k}={v!r}")
         return ", ".join(parts)
 
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Any:
+        # .to()/.cuda()/.half() change what get_initial_state returns: forget cached state checks.
+        self.__dict__.pop("_sl_state_signatures", None)
+        self.__dict__.pop("_sl_last_state", None)
+        return super()._apply(fn, recurse)
+
+
+def _parameter_dtype(layer: torch.nn.Module) -> torch.dtype | None:
+    for p in layer.parameters(recurse=False):
+        if p.dtype.is_floating_point or p.dtype.is_complex:
+            return p.dtype
+    return None
+
 
 def get_constant(layer: SequenceLayer, constants: Constants | None, name: str) -> Any:
     """Reads ``constants[name]`` with an error that names the layer when it is missing."""
     if constants is None or name not in constants:
         have = sorted(constants) if constants else []
         raise ValueError(
-            f"{_layer_name(layer)} requires the constant {name!r}, but it was not provided "
+            f"{_name(layer)} requires the constant {name!r}, but it was not provided "
             f"(constants given: {have}). Pass constants={{{name!r}: ...}}."
         )
     return constants[name]
@@ -342,11 +594,11 @@ class PreservesShape:
 class Emitting(SequenceLayer):
     """Implement ``layer_with_emits`` and ``step_with_emits``; ``layer``/``step`` follow."""
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return self.layer_with_emits(x, training=training, constants=constants)[0]
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         y, state, _ = self.step_with_emits(x, state, training=training, constants=constants)
         return y, state
@@ -364,39 +616,25 @@ class Stateless(SequenceLayer):
         batch_size: int,
         input_spec: ChannelSpec,
         *,
-        training: bool | None = None,
+        training: bool,
         constants: Constants | None = None,
     ) -> State:
         return ()
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         return self.layer(x, training=training, constants=constants), state
 
-
-class StatelessEmitting(Emitting):
-    """Stateless and emitting: implement ``layer_with_emits`` only."""
-
-    @property
-    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
-        return {0: (0, 0)}
-
-    def get_initial_state(
-        self,
-        batch_size: int,
-        input_spec: ChannelSpec,
-        *,
-        training: bool | None = None,
-        constants: Constants | None = None,
-    ) -> State:
-        return ()
-
     def step_with_emits(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State, Emits]:
         y, emits = self.layer_with_emits(x, training=training, constants=constants)
         return y, state, emits
+
+
+class StatelessEmitting(Emitting, Stateless):
+    """Stateless and emitting: implement ``layer_with_emits`` only."""
 
 
 class StatelessPointwise(PreservesShape, Stateless):
@@ -413,9 +651,9 @@ class StatelessPointwiseFunctor(StatelessPointwise):
     mask_required: bool = True
 
     def fn(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError(f"{_layer_name(self)} does not implement fn().")
+        raise NotImplementedError(f"{_name(self)} does not implement fn().")
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         if self.mask_required or not isinstance(x, MaskedSequence):
             return x.apply(self.fn)
         return x.apply_masked(self.fn)

@@ -1,20 +1,26 @@
-"""Drivers that run a layer block by block: :func:`step_by_step`."""
+"""Running a layer block by block: :func:`step_by_step` for a whole sequence, :class:`Streamer`
+for a live stream, and the bare loop :func:`run_steps` they share.
+
+Both user-facing drivers line the stream up with ``layer`` for you: they feed
+``input_latency`` extra invalid steps at the end and drop the first ``output_latency``
+outputs, so ``step_by_step(layer, x)`` equals ``layer.layer(x)`` on valid steps. Both
+run without autograd unless ``grad=True``: a stream's state carries the graph of every
+step before it, so streaming with gradients grows memory without bound. For a live
+stream, ``torch.inference_mode()`` around the loop is faster still.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
 from sl.layer import SequenceLayer
-from sl.types import Constants, Emits, Sequence, State
+from sl.types import ChannelSpec, Constants, Emits, Sequence, State
 
-__all__ = ["step_by_step"]
-
-
-def _is_seq(x: Any) -> bool:
-    return isinstance(x, Sequence)
+__all__ = ["Streamer", "concatenate_emits", "run_steps", "step_by_step"]
 
 
 def _block(x: Sequence, start: int, size: int) -> Sequence:
@@ -35,7 +41,57 @@ def concatenate_emits(emits: list[Emits]) -> Emits:
             return torch.cat(parts, 1)
         return parts[-1]
 
-    return pytree.tree_map(cat, *emits, is_leaf=_is_seq)
+    return pytree.tree_map(cat, *emits, is_leaf=lambda v: isinstance(v, Sequence))
+
+
+def _empty_output(layer: SequenceLayer, x: Sequence, constants: Constants | None) -> Sequence:
+    spec = layer.get_output_spec(x.channel_spec, constants=constants)
+    return Sequence._trusted(
+        torch.zeros((x.values.shape[0], 0, *spec.shape), dtype=spec.dtype, device=x.values.device),
+        torch.zeros((x.values.shape[0], 0), dtype=torch.bool, device=x.values.device),
+    ).mask_invalid()
+
+
+def run_steps(
+    layer: SequenceLayer,
+    x: Sequence,
+    state: State,
+    *,
+    block: int,
+    training: bool,
+    constants: Constants | None = None,
+    stream_constants: bool = False,
+    with_emits: bool = False,
+) -> tuple[Sequence, State, Emits]:
+    """The bare loop: ``layer.step`` over ``x`` in blocks of ``block`` steps (the tail padded
+    with invalid steps), from ``state``. No latency handling, grad mode untouched.
+
+    Returns ``(y, final_state, emits)`` (emits concatenated over time; ``()`` unless
+    ``with_emits``). With ``stream_constants``, Sequence-valued constants are cut into the
+    same blocks (for time-synchronous side inputs).
+    """
+    total = x.values.shape[1]
+    outputs: list[Sequence] = []
+    emits: list[Emits] = []
+    for start in range(0, total, block):
+        xb = _block(x, start, block)
+        step_constants = constants
+        if stream_constants and constants is not None:
+            step_constants = {
+                k: (_block(v, start, block) if isinstance(v, Sequence) else v) for k, v in constants.items()
+            }
+        if with_emits:
+            yb, state, eb = layer.step_with_emits(xb, state, training=training, constants=step_constants)
+            emits.append(eb)
+        else:
+            yb, state = layer.step(xb, state, training=training, constants=step_constants)
+        outputs.append(yb)
+    y = Sequence.concatenate_sequences(outputs) if outputs else _empty_output(layer, x, constants)
+    return y, state, concatenate_emits(emits)
+
+
+def _grad_context(grad: bool) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext() if grad else torch.no_grad()
 
 
 def step_by_step(
@@ -48,52 +104,162 @@ def step_by_step(
     constants: Constants | None = None,
     stream_constants: bool = False,
     with_emits: bool = False,
+    align_latency: bool = True,
+    grad: bool = False,
 ) -> tuple[Sequence, State] | tuple[Sequence, State, Emits]:
     """Runs ``layer.step`` over ``x`` in blocks of ``block_size * blocks_per_step``.
 
-    The tail is padded with invalid steps to a whole block. With
-    ``stream_constants``, Sequence-valued constants are cut into the same blocks
-    (for time-synchronous side inputs). Returns ``(y, final_state)``, plus the
-    emits concatenated over time when ``with_emits``.
+    With ``align_latency`` (the default) the result lines up with ``layer.layer(x)``:
+    ``input_latency`` invalid steps are fed after ``x`` and the first ``output_latency``
+    outputs are dropped, and the output is as long as the layer-wise one for ``x``
+    padded to whole blocks. ``align_latency=False`` returns the raw step outputs.
+
+    Runs under ``torch.no_grad()`` unless ``grad=True`` (e.g. to train through the
+    step path). Returns ``(y, final_state)``, plus the emits concatenated over time
+    when ``with_emits`` (emits are never latency-trimmed).
     """
     if training is None:
         training = layer.training
+    if not isinstance(x, Sequence):
+        raise TypeError(f"sl.step_by_step expects an sl.Sequence; got {type(x).__name__}.")
     if not layer.supports_step:
         raise ValueError(f"{type(layer).__name__} does not support step(); sl.step_by_step cannot run it.")
-    if blocks_per_step < 1:
-        raise ValueError(f"blocks_per_step must be >= 1; got {blocks_per_step}.")
-    if initial_state is None:
-        initial_state = layer.get_initial_state(
-            x.values.shape[0], x.channel_spec, training=training, constants=constants
+    if isinstance(blocks_per_step, bool) or not isinstance(blocks_per_step, int) or blocks_per_step < 1:
+        raise ValueError(f"sl.step_by_step: blocks_per_step must be a positive int; got {blocks_per_step!r}.")
+    block = layer.block_size
+    with _grad_context(grad):
+        if initial_state is None:
+            initial_state = layer.get_initial_state(
+                x.values.shape[0], x.channel_spec, training=training, constants=constants
+            )
+        t = x.values.shape[1]
+        if align_latency and layer.input_latency:
+            x = x.pad_time(0, layer.input_latency, valid=False)
+            if stream_constants and constants is not None:
+                constants = {
+                    k: (v.pad_time(0, layer.input_latency, valid=False) if isinstance(v, Sequence) else v)
+                    for k, v in constants.items()
+                }
+        y, state, emits = run_steps(
+            layer,
+            x,
+            initial_state,
+            block=block * blocks_per_step,
+            training=training,
+            constants=dict(constants) if constants is not None else None,
+            stream_constants=stream_constants,
+            with_emits=with_emits,
         )
-    size = layer.block_size * blocks_per_step
-    total = x.values.shape[1]
-    num_blocks = -(-total // size)
-    constants = dict(constants) if constants is not None else None
-    state = initial_state
-    outputs: list[Sequence] = []
-    emits: list[Emits] = []
-    for b in range(num_blocks):
-        xb = _block(x, b * size, size)
-        step_constants = constants
-        if stream_constants and constants is not None:
-            step_constants = {
-                k: (_block(v, b * size, size) if isinstance(v, Sequence) else v) for k, v in constants.items()
-            }
-        if with_emits:
-            yb, state, eb = layer.step_with_emits(xb, state, training=training, constants=step_constants)
-            emits.append(eb)
-        else:
-            yb, state = layer.step(xb, state, training=training, constants=step_constants)
-        outputs.append(yb)
-    if outputs:
-        y = Sequence.concatenate_sequences(outputs)
-    else:
-        spec = layer.get_output_spec(x.channel_spec, constants=constants)
-        y = Sequence(
-            torch.zeros((x.values.shape[0], 0, *spec.shape), dtype=spec.dtype, device=x.values.device),
-            torch.zeros((x.values.shape[0], 0), dtype=torch.bool, device=x.values.device),
-        ).mask_invalid()
+    if align_latency:
+        ratio = layer.output_ratio
+        padded = -(-t // block) * block
+        length = padded * ratio.numerator // ratio.denominator
+        start = layer.output_latency
+        y = y[:, start : start + length]
     if with_emits:
-        return y, state, concatenate_emits(emits)
+        return y, state, emits
     return y, state
+
+
+class Streamer:
+    """Feeds a live stream to ``layer`` in chunks of any length; output lines up with ``layer``.
+
+    ``push(chunk)`` buffers partial blocks, steps every whole block and returns the new
+    output, without the first ``output_latency`` steps of the stream (they only line the
+    stream up). ``flush()`` ends the stream: it feeds the buffered remainder and
+    ``input_latency`` invalid steps, then collects the tails layers still hold
+    (``SequenceLayer.flush``), and resets the streamer for the next stream.
+    Concatenating every returned chunk gives the layer-wise output of the concatenated
+    input (plus any tail a layer owes beyond it).
+
+    Runs under ``torch.no_grad()`` unless ``grad=True``. For the lowest overhead in a
+    live loop, also wrap it in ``torch.inference_mode()``. The state is
+    ``streamer.state``; ``torch.save`` it to resume a stream elsewhere.
+    """
+
+    def __init__(
+        self,
+        layer: SequenceLayer,
+        batch_size: int,
+        input_spec: ChannelSpec | tuple[Any, Any],
+        *,
+        training: bool = False,
+        constants: Constants | None = None,
+        grad: bool = False,
+    ) -> None:
+        if not layer.supports_step:
+            raise ValueError(f"{type(layer).__name__} does not support step(); it cannot be streamed.")
+        self.layer = layer
+        self.batch_size = batch_size
+        self.training = training
+        self.constants = constants
+        self.grad = grad
+        self._input_spec = input_spec
+        self.reset()
+
+    def reset(self) -> None:
+        """Starts a new stream (fresh state, nothing buffered)."""
+        with _grad_context(self.grad):
+            self.state = self.layer.get_initial_state(
+                self.batch_size, self._input_spec, training=self.training, constants=self.constants
+            )
+        shape, dtype = self._input_spec
+        self._input_spec = ChannelSpec(tuple(shape), dtype)
+        self._pending: Sequence | None = None
+        self._to_drop = self.layer.output_latency
+
+    def _run(self, x: Sequence) -> Sequence:
+        """Steps every whole block of ``x`` (after what was buffered) and buffers the rest."""
+        if self._pending is not None:
+            x = Sequence.concatenate_sequences([self._pending, x])
+        t = x.values.shape[1]
+        usable = t - t % self.layer.block_size
+        self._pending = x[:, usable:] if usable < t else None
+        with _grad_context(self.grad):
+            y, self.state = self.layer.step(x[:, :usable], self.state, training=self.training, constants=self.constants)
+        return self._drop_latency(y)
+
+    def _drop_latency(self, y: Sequence) -> Sequence:
+        if self._to_drop:
+            n = min(self._to_drop, y.values.shape[1])
+            self._to_drop -= n
+            y = y[:, n:]
+        return y
+
+    def push(self, chunk: Sequence) -> Sequence:
+        """Processes ``chunk`` (any number of timesteps) and returns the output it releases."""
+        if not isinstance(chunk, Sequence):
+            raise TypeError(f"Streamer.push expects an sl.Sequence; got {type(chunk).__name__}.")
+        if chunk.values.shape[0] != self.batch_size or chunk.channel_spec != self._input_spec:
+            raise ValueError(
+                f"Streamer for {type(self.layer).__name__} expects chunks of batch {self.batch_size} and channel spec "
+                f"{tuple(self._input_spec.shape)} {self._input_spec.dtype}; got batch {chunk.values.shape[0]} and "
+                f"{chunk.channel_shape} {chunk.dtype}."
+            )
+        return self._run(chunk)
+
+    def flush(self) -> Sequence:
+        """Ends the stream and returns everything still owed; the streamer is reset after."""
+        layer = self.layer
+        pending = 0 if self._pending is None else self._pending.values.shape[1]
+        pad = layer.input_latency
+        pad += -(pending + pad) % layer.block_size
+        device = self._pending.device if self._pending is not None else _device_of(self.state)
+        filler = Sequence._trusted(
+            torch.zeros((self.batch_size, pad, *self._input_spec.shape), dtype=self._input_spec.dtype, device=device),
+            torch.zeros((self.batch_size, pad), dtype=torch.bool, device=device),
+        )
+        parts = [self._run(filler)]
+        with _grad_context(self.grad):
+            tail = layer.flush(self.state, training=self.training, constants=self.constants)
+        if tail is not None:
+            parts.append(self._drop_latency(tail))
+        self.reset()
+        return Sequence.concatenate_sequences(parts)
+
+
+def _device_of(state: State) -> torch.device:
+    for leaf in pytree.tree_leaves(state):
+        if isinstance(leaf, torch.Tensor):
+            return leaf.device
+    return torch.device("cpu")

@@ -69,39 +69,59 @@ def sequence_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def _validate(name: str, values: Any, mask: Any) -> None:
+    if not isinstance(values, torch.Tensor) or not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"{name} expects torch.Tensor values and mask; got values of type "
+            f"{type(values).__name__} and mask of type {type(mask).__name__}."
+        )
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"{name} mask must have dtype torch.bool; got {mask.dtype}. Use mask.bool() or Sequence.from_lengths."
+        )
+    if mask.dim() != 2 or values.dim() < 2:
+        raise ValueError(
+            f"{name} needs values of rank >= 2 ([batch, time, ...]) and a rank-2 mask ([batch, time]); got values "
+            f"shape {tuple(values.shape)} and mask shape {tuple(mask.shape)}."
+        )
+    if values.shape[0] != mask.shape[0] or values.shape[1] != mask.shape[1]:
+        raise ValueError(
+            f"{name} values shape {tuple(values.shape)} does not start with the mask shape {tuple(mask.shape)}."
+        )
+    if values.device != mask.device:
+        raise ValueError(
+            f"{name} values are on {values.device} but the mask is on {mask.device}; move both to one device "
+            "(Sequence.to moves both)."
+        )
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Sequence:
     """Values ``[B, T, *C]`` with a bool validity mask ``[B, T]``.
 
     Deliberately not a tensor: there is no array protocol, so the values cannot be
     used by accident while the mask is ignored. Use ``.values`` and ``.mask``.
+
+    The constructor validates its arguments (tensors, a bool rank-2 mask on the
+    values' device whose shape starts the values' shape). Methods that derive a
+    sequence from a valid one (``apply_values``, slicing, ``pad_time``, ...) skip
+    that validation: it is Python overhead on every step of a stream.
     """
 
     values: torch.Tensor
     mask: torch.Tensor
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if not isinstance(self.values, torch.Tensor) or not isinstance(self.mask, torch.Tensor):
-            raise TypeError(
-                f"{name} expects torch.Tensor values and mask; got values of type "
-                f"{type(self.values).__name__} and mask of type {type(self.mask).__name__}."
-            )
-        if self.mask.dtype != torch.bool:
-            raise TypeError(
-                f"{name} mask must have dtype torch.bool; got {self.mask.dtype}. "
-                "Use mask.bool() or Sequence.from_lengths."
-            )
-        if self.values.dim() < 2 or self.mask.dim() < 2:
-            raise ValueError(
-                f"{name} values and mask must have rank >= 2 ([batch, time, ...]); got values "
-                f"shape {tuple(self.values.shape)} and mask shape {tuple(self.mask.shape)}."
-            )
-        if tuple(self.values.shape[: self.mask.dim()]) != tuple(self.mask.shape):
-            raise ValueError(
-                f"{name} values shape {tuple(self.values.shape)} does not start with the mask "
-                f"shape {tuple(self.mask.shape)}."
-            )
+        _validate(type(self).__name__, self.values, self.mask)
+
+    @classmethod
+    def _trusted(cls: type[SequenceSelf], values: torch.Tensor, mask: torch.Tensor) -> SequenceSelf:
+        """Builds without validation (and, for MaskedSequence, without masking): internal use
+        where the arguments are known to be valid, e.g. derived from a validated sequence."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "values", values)
+        object.__setattr__(obj, "mask", mask)
+        return obj
 
     # -- array-like metadata ------------------------------------------------------
     @property
@@ -135,16 +155,39 @@ class Sequence:
     @classmethod
     def from_values(cls, values: torch.Tensor) -> MaskedSequence:
         """A MaskedSequence whose every timestep is valid."""
-        if values.dim() < 2:
-            raise ValueError(f"Sequence.from_values expects rank >= 2 values; got shape {tuple(values.shape)}.")
-        return MaskedSequence(values, torch.ones(values.shape[:2], dtype=torch.bool, device=values.device))
+        if not isinstance(values, torch.Tensor) or values.dim() < 2:
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise ValueError(f"Sequence.from_values expects a tensor of rank >= 2 ([batch, time, ...]); got {shape}.")
+        return MaskedSequence._trusted(values, torch.ones(values.shape[:2], dtype=torch.bool, device=values.device))
 
     @classmethod
     def from_lengths(cls, values: torch.Tensor, lengths: Any, is_masked: bool = False) -> Sequence:
-        """A Sequence whose first ``lengths[b]`` steps are valid. Values are not masked."""
+        """A Sequence whose first ``lengths[b]`` steps are valid.
+
+        Values are not changed unless ``is_masked``: then the steps past each length are
+        zeroed and a MaskedSequence is returned. Lengths must lie in ``[0, T]`` (checked,
+        so this reads the lengths on the host: build masks for a live stream yourself).
+        """
+        if not isinstance(values, torch.Tensor) or values.dim() < 2:
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise ValueError(f"Sequence.from_lengths expects values of rank >= 2 ([batch, time, ...]); got {shape}.")
         lengths = torch.as_tensor(lengths, device=values.device)
-        mask = sequence_mask(lengths, values.shape[1])
-        return MaskedSequence(values, mask) if is_masked else Sequence(values, mask)
+        batch, time = values.shape[0], values.shape[1]
+        if lengths.dim() != 1 or lengths.shape[0] != batch:
+            raise ValueError(
+                f"Sequence.from_lengths expects one length per batch row ({batch}); got lengths of shape "
+                f"{tuple(lengths.shape)}."
+            )
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(f"Sequence.from_lengths expects integer lengths; got {lengths.dtype}.")
+        if batch and (bool((lengths < 0).any()) or bool((lengths > time).any())):
+            raise ValueError(
+                f"Sequence.from_lengths: lengths must lie in [0, {time}] (the time axis); got {lengths.tolist()}."
+            )
+        mask = sequence_mask(lengths, time)
+        if is_masked:
+            return Sequence._trusted(values, mask).mask_invalid()
+        return Sequence._trusted(values, mask)
 
     @classmethod
     def concatenate_sequences(cls, sequences: Iterable[Sequence]) -> Sequence:
@@ -152,47 +195,49 @@ class Sequence:
         seqs = list(sequences)
         if not seqs:
             raise ValueError("Sequence.concatenate_sequences needs at least one sequence.")
+        if len(seqs) == 1:
+            return seqs[0]
         out_type = MaskedSequence if all(isinstance(s, MaskedSequence) for s in seqs) else Sequence
-        return out_type(torch.cat([s.values for s in seqs], 1), torch.cat([s.mask for s in seqs], 1))
+        return out_type._trusted(torch.cat([s.values for s in seqs], 1), torch.cat([s.mask for s in seqs], 1))
 
     # -- transformations ----------------------------------------------------------
     def expanded_mask(self) -> torch.Tensor:
         """The mask reshaped to broadcast against values."""
-        return self.mask.reshape(self.mask.shape + (1,) * (self.values.dim() - self.mask.dim()))
+        return self.mask.reshape(self.mask.shape + (1,) * (self.values.dim() - 2))
 
     def concatenate(self, other: Sequence) -> Sequence:
         out_type = type(self) if type(self) is type(other) else Sequence
-        return out_type(torch.cat([self.values, other.values], 1), torch.cat([self.mask, other.mask], 1))
+        return out_type._trusted(torch.cat([self.values, other.values], 1), torch.cat([self.mask, other.mask], 1))
 
     def apply_values(self, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> Sequence:
         """Transforms values; the result is assumed unmasked."""
-        return Sequence(fn(self.values, *args, **kwargs), self.mask)
+        return Sequence._trusted(fn(self.values, *args, **kwargs), self.mask)
 
     def apply_values_masked(
         self: SequenceSelf, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
     ) -> SequenceSelf:
         """Transforms values with an fn that maps 0 to 0, keeping the masked state."""
-        return type(self)(fn(self.values, *args, **kwargs), self.mask)
+        return type(self)._trusted(fn(self.values, *args, **kwargs), self.mask)
 
     def apply(self, fn: Callable[..., tuple[torch.Tensor, torch.Tensor]], *args: Any, **kwargs: Any) -> Sequence:
         values, mask = fn(self.values, self.mask, *args, **kwargs)
-        return Sequence(values, mask)
+        return Sequence._trusted(values, mask)
 
     def apply_masked(
         self: SequenceSelf, fn: Callable[..., tuple[torch.Tensor, torch.Tensor]], *args: Any, **kwargs: Any
     ) -> SequenceSelf:
         values, mask = fn(self.values, self.mask, *args, **kwargs)
-        return type(self)(values, mask)
+        return type(self)._trusted(values, mask)
 
     def astype(self: SequenceSelf, dtype: torch.dtype | None) -> SequenceSelf:
         if dtype is None or dtype == self.values.dtype:
             return self
-        return type(self)(self.values.to(dtype), self.mask)
+        return type(self)._trusted(self.values.to(dtype), self.mask)
 
     def to(self: SequenceSelf, *args: Any, **kwargs: Any) -> SequenceSelf:
         """Like ``Tensor.to``: moves values (device and/or dtype); the mask moves device only."""
         values = self.values.to(*args, **kwargs)
-        return type(self)(values, self.mask.to(values.device))
+        return type(self)._trusted(values, self.mask.to(values.device))
 
     def lengths(self) -> torch.Tensor:
         """Number of valid timesteps per batch item (int64 ``[B]``)."""
@@ -203,7 +248,7 @@ class Sequence:
             index = (index,)
         if not isinstance(index, tuple) or not all(isinstance(i, slice) for i in index[:2]):
             raise ValueError(f"Sequence[...] may only slice (not index) the batch and time axes; got {index!r}.")
-        return type(self)(self.values[index], self.mask[index[:2]])
+        return type(self)._trusted(self.values[index], self.mask[index[:2]])
 
     def pad_time(
         self: SequenceSelf, pad_left: int, pad_right: int, valid: bool, pad_value: float | None = None
@@ -228,25 +273,23 @@ class Sequence:
         out_type: type[Sequence] = type(self)
         if isinstance(self, MaskedSequence) and not valid and value != 0:
             out_type = Sequence
-        return out_type(torch.cat(parts_v, 1), torch.cat(parts_m, 1))  # type: ignore[return-value]
+        return out_type._trusted(torch.cat(parts_v, 1), torch.cat(parts_m, 1))  # type: ignore[return-value]
 
     def pad_to_multiple(self: SequenceSelf, block_size: int) -> SequenceSelf:
         t = self.values.shape[1]
         return self.pad_time(0, -t % block_size, valid=False)
 
     def reverse_time(self: SequenceSelf) -> SequenceSelf:
-        return type(self)(torch.flip(self.values, [1]), torch.flip(self.mask, [1]))
+        return type(self)._trusted(torch.flip(self.values, [1]), torch.flip(self.mask, [1]))
 
     def mask_invalid(self, mask_value: complex | None = None) -> Sequence:
         """Replaces invalid timesteps with zero (returning a MaskedSequence) or ``mask_value``."""
         mask = self.expanded_mask()
         if mask_value is None:
-            return MaskedSequence(
-                torch.where(mask, self.values, torch.zeros((), dtype=self.values.dtype, device=self.values.device)),
-                self.mask,
-            )
+            zero = torch.zeros((), dtype=self.values.dtype, device=self.values.device)
+            return MaskedSequence._trusted(torch.where(mask, self.values, zero), self.mask)
         fill = torch.full((), mask_value, dtype=self.values.dtype, device=self.values.device)
-        return Sequence(torch.where(mask, self.values, fill), self.mask)
+        return Sequence._trusted(torch.where(mask, self.values, fill), self.mask)
 
     def unmask(self) -> Sequence:
         return self
@@ -254,15 +297,26 @@ class Sequence:
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class MaskedSequence(Sequence):
-    """A Sequence whose invalid timesteps are exactly zero."""
+    """A Sequence whose invalid timesteps are exactly zero.
+
+    The constructor zeroes them (``MaskedSequence(values, mask)`` is always masked);
+    sequences derived from a MaskedSequence by mask-preserving methods stay masked
+    without recomputing anything.
+    """
+
+    def __post_init__(self) -> None:
+        _validate(type(self).__name__, self.values, self.mask)
+        zero = torch.zeros((), dtype=self.values.dtype, device=self.values.device)
+        mask = self.mask.reshape(self.mask.shape + (1,) * (self.values.dim() - 2))
+        object.__setattr__(self, "values", torch.where(mask, self.values, zero))
 
     def mask_invalid(self, mask_value: complex | None = None) -> Sequence:
         if mask_value is None:
             return self
-        return Sequence(self.values, self.mask).mask_invalid(mask_value)
+        return Sequence._trusted(self.values, self.mask).mask_invalid(mask_value)
 
     def unmask(self) -> Sequence:
-        return Sequence(self.values, self.mask)
+        return Sequence._trusted(self.values, self.mask)
 
 
 def _register_pytree(cls: type[Sequence]) -> None:
@@ -293,7 +347,3 @@ _register_pytree(MaskedSequence)
 # torch.export.save stores example inputs; without this, torch.export.load of a program taking a
 # Sequence logs an unpickling error and falls back to weights_only=False.
 torch.serialization.add_safe_globals([Sequence, MaskedSequence])
-
-
-def is_sequence(x: Any) -> bool:
-    return isinstance(x, Sequence)

@@ -5,19 +5,20 @@ A converter is ``fn(module, variables)``: it assigns the module's tensors from
 collection) and recurses into children with ``variables.convert_child(child, name)``
 using the reference's Flax submodule names (``layers_0``, ``child_layer``...).
 
-Layers are looked up by name in sl-core's modules, so converters for layers that are not
-present (yet) are simply not registered.
+The table maps each sl-core layer class to its converter; ``register_core_converters``
+is sl-core's ``sl_register_converters`` hook.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from sl import combinators as c
+from sl import layers as L
 from sl.interop.flax import ConverterRegistry, Variables
 
 __all__ = [
@@ -203,49 +204,35 @@ def _shares_scope(attr: str) -> Callable[[torch.nn.Module, Variables], None]:
     return convert
 
 
-_COMBINATORS: dict[str, Callable[[torch.nn.Module, Variables], None]] = {
-    "Serial": serial_children(),
-    "Parallel": serial_children(),
-    "Residual": _convert_residual,
-    "Repeat": _convert_repeat,
+_CONVERTERS: dict[type, Callable[[torch.nn.Module, Variables], None]] = {
+    c.Serial: serial_children(),
+    c.Parallel: serial_children(),
+    c.Residual: _convert_residual,
+    c.Repeat: _convert_repeat,
     # Reference WrapperMixin children: Blockwise and ParallelChannels share the parent scope,
     # CheckpointGradient nests under ``child_layer`` (checked against sequence-layers 0.2).
-    "ParallelChannels": _shares_scope("child_layer"),
-    "Blockwise": _shares_scope("child_layer"),
-    "CheckpointGradient": _single_child("child_layer"),
-    "Bidirectional": _convert_bidirectional,
-}
-
-_LAYERS: dict[str, tuple[str, Callable[[torch.nn.Module, Variables], None]]] = {
-    "Dense": ("sl.layers.dense", _convert_dense),
-    "DenseShaped": ("sl.layers.dense", _convert_dense_shaped),
+    c.ParallelChannels: _shares_scope("child_layer"),
+    c.Blockwise: _shares_scope("child_layer"),
+    c.CheckpointGradient: _single_child("child_layer"),
+    c.Bidirectional: _convert_bidirectional,
+    L.Dense: _convert_dense,
+    L.DenseShaped: _convert_dense_shaped,
     # EinsumDense keeps the reference kernel layout (the equation's kernel spec).
-    "EinsumDense": ("sl.layers.dense", same_names(weight="kernel", bias="bias")),
-    "Affine": ("sl.layers.pointwise", same_names("scale", "bias")),
-    "PRelu": ("sl.layers.pointwise", same_names("negative_slope")),
-    "Snake": ("sl.layers.pointwise", same_names("alpha_log", "beta_log")),
-    "Embedding": ("sl.layers.embedding", same_names(weight="embedding")),
-    "EmbeddingTranspose": ("sl.layers.embedding", _convert_embedding_transpose),
-    "AddTimingSignal": ("sl.layers.position", same_names("scale")),
-    "SequenceEmbedding": ("sl.layers.time_varying", same_names(weight="embedding")),
-    "SequenceDense": ("sl.layers.time_varying", _convert_sequence_dense),
-    "MaskedDense": ("sl.layers.time_varying", _convert_masked_dense),
-    "Conditioning": ("sl.layers.conditioning", _single_child("dense", "dense")),
+    L.EinsumDense: same_names(weight="kernel", bias="bias"),
+    L.Affine: same_names("scale", "bias"),
+    L.PRelu: same_names("negative_slope"),
+    L.Snake: same_names("alpha_log", "beta_log"),
+    L.Embedding: same_names(weight="embedding"),
+    L.EmbeddingTranspose: _convert_embedding_transpose,
+    L.AddTimingSignal: same_names("scale"),
+    L.SequenceEmbedding: same_names(weight="embedding"),
+    L.SequenceDense: _convert_sequence_dense,
+    L.MaskedDense: _convert_masked_dense,
+    L.Conditioning: _single_child("dense", "dense"),
 }
 
 
 def register_core_converters(converters: ConverterRegistry) -> None:
-    """Registers converters for every sl-core layer class that exists."""
-    combinators = importlib.import_module("sl.combinators")
-    for name, fn in _COMBINATORS.items():
-        cls = getattr(combinators, name, None)
-        if isinstance(cls, type):
-            converters.register(cls, fn)
-    for name, (module_name, fn) in _LAYERS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        cls = getattr(module, name, None)
-        if isinstance(cls, type):
-            converters.register(cls, fn)
+    """Registers the converters of sl-core's layers (its ``sl_register_converters`` hook)."""
+    for cls, fn in _CONVERTERS.items():
+        converters.register(cls, fn)

@@ -20,7 +20,7 @@ import torch
 
 from sl.layer import SequenceLayer, get_constant
 from sl.layers.dense import DenseShaped
-from sl.registry import LayerExample, LayerRegistry
+from sl.toolkit import as_shape, check_in_stream, coerce_enum
 from sl.types import ChannelSpec, Constants, MaskedSequence, ReceptiveField, Sequence, State
 
 __all__ = ["Combination", "Conditioning", "Projection", "batched_time_slice"]
@@ -57,32 +57,12 @@ ProjectionArg = Projection | str
 CombinationArg = Combination | str
 
 
-def _parse_enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        for member in cls:
-            if value.lower() in (member.value, member.name.lower()):
-                return member
-    raise ValueError(f"Conditioning {what} must be one of {[m.name for m in cls]}; got {value!r}.")
-
-
-def _as_shape(value: Any, what: str) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
-    try:
-        shape = tuple(int(d) for d in value)
-    except TypeError:
-        raise TypeError(f"Conditioning {what} must be an int or a tuple of ints; got {value!r}.") from None
-    if any(d <= 0 for d in shape):
-        raise ValueError(f"Conditioning {what} must have positive sizes; got {shape}.")
-    return shape
+def _optional_shape(arg: str, value: Any) -> tuple[int, ...] | None:
+    return None if value is None else as_shape("Conditioning", arg, value)
 
 
 def batched_time_slice(x: Sequence, begin: torch.Tensor, size: int) -> Sequence:
-    """``x[b, begin[b] : begin[b] + size]`` per batch item, fixed size (steps past the end are invalid).
+    """``x[b, begin[b] : begin[b] + size]`` per batch item, fixed size (steps outside ``x`` are invalid).
 
     Reference ``utils.batched_time_slice``: a gather with clamped indices, so it runs
     without host syncs. Values past the end are not zeroed; the result is a plain Sequence.
@@ -92,11 +72,11 @@ def batched_time_slice(x: Sequence, begin: torch.Tensor, size: int) -> Sequence:
         return x.pad_time(0, size, valid=False)
     offsets = torch.arange(size, dtype=torch.int64, device=x.device)
     idx = begin.to(torch.int64)[:, None] + offsets[None, :]
-    in_range = idx < time
+    in_range = (idx >= 0) & (idx < time)
     idx = idx.clamp(0, time - 1)
     mask = in_range & torch.gather(x.mask, 1, idx)
     vidx = idx.reshape(*idx.shape, *([1] * (x.values.dim() - 2))).expand(-1, -1, *x.values.shape[2:])
-    return Sequence(torch.gather(x.values, 1, vidx), mask)
+    return Sequence._trusted(torch.gather(x.values, 1, vidx), mask)
 
 
 def _broadcast(layer: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -152,11 +132,11 @@ class Conditioning(SequenceLayer):
     ) -> None:
         super().__init__()
         self.conditioning_name = conditioning_name
-        self.projection = _parse_enum(Projection, projection, "projection")
-        self.combination = _parse_enum(Combination, combination, "combination")
-        self.conditioning_shape = _as_shape(conditioning_shape, "conditioning_shape")
-        self.input_shape = _as_shape(input_shape, "input_shape")
-        self.projection_channel_shape = _as_shape(projection_channel_shape, "projection_channel_shape")
+        self.projection = coerce_enum(Projection, projection, owner="Conditioning", arg="projection")
+        self.combination = coerce_enum(Combination, combination, owner="Conditioning", arg="combination")
+        self.conditioning_shape = _optional_shape("conditioning_shape", conditioning_shape)
+        self.input_shape = _optional_shape("input_shape", input_shape)
+        self.projection_channel_shape = _optional_shape("projection_channel_shape", projection_channel_shape)
         self.streaming = streaming
         self.compute_dtype = compute_dtype
         self.affine_scale_offset = affine_scale_offset
@@ -282,7 +262,7 @@ class Conditioning(SequenceLayer):
                 xv = xv.expand(*lead, xv.shape[-1])
                 cv = cv.expand(*lead, cv.shape[-1])
                 y = torch.cat([xv, cv] if combo is Combination.CONCAT else [cv, xv], -1)
-        return Sequence(y.to(x.dtype), x.mask & c.mask)
+        return Sequence._trusted(y.to(x.dtype), x.mask & c.mask)
 
     def _check_batch_time(self, x: Sequence, c: Sequence) -> None:
         xb, xt = x.values.shape[:2]
@@ -297,7 +277,7 @@ class Conditioning(SequenceLayer):
     def _as_sequence(self, c: torch.Tensor | Sequence) -> Sequence:
         if isinstance(c, Sequence):
             return c
-        return MaskedSequence(c[:, None], torch.ones((c.shape[0], 1), dtype=torch.bool, device=c.device))
+        return MaskedSequence._trusted(c[:, None], torch.ones((c.shape[0], 1), dtype=torch.bool, device=c.device))
 
     def _condition(self, x: Sequence, c: Sequence, training: bool) -> Sequence:
         self.get_output_shape(x.channel_shape, constants={self.conditioning_name: c})
@@ -305,24 +285,23 @@ class Conditioning(SequenceLayer):
         return self._combine(x, self._project(c, training))
 
     def get_initial_state(
-        self,
-        batch_size: int,
-        input_spec: ChannelSpec,
-        *,
-        training: bool | None = None,
-        constants: Constants | None = None,
+        self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
         c = self._get_conditioning(constants)
         if isinstance(c, Sequence) and not self.streaming:
             return torch.zeros((batch_size,), dtype=torch.int32, device=c.device)
         return ()
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def shift_initial_state(self, state: State, latency: int) -> State:
+        # The time index into a whole-sequence conditioning starts before it, at -latency.
+        return state - latency if isinstance(state, torch.Tensor) else state
+
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         c = self._as_sequence(self._get_conditioning(constants))
-        return self._condition(x, c, bool(training))
+        return self._condition(x, c, training)
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         c = self._get_conditioning(constants)
         if isinstance(c, Sequence) and not self.streaming:
@@ -334,55 +313,17 @@ class Conditioning(SequenceLayer):
             time = x.values.shape[1]
             batch = x.values.shape[0]
             if c.values.shape[0] == 1 and batch > 1:
-                c = Sequence(c.values.expand(batch, *c.values.shape[1:]), c.mask.expand(batch, -1))
-            c = batched_time_slice(c, state, time)
+                c = Sequence._trusted(c.values.expand(batch, *c.values.shape[1:]), c.mask.expand(batch, -1))
+            length = c.values.shape[1]
+            if length != 1:
+                # As layer() refuses a conditioning shorter than the input: a valid step past its end is an error.
+                index = state.to(torch.int64)[:, None] + torch.arange(time, device=x.device)
+                check_in_stream(
+                    self,
+                    ~(x.mask & (index >= length)),
+                    f"the conditioning {self.conditioning_name!r} has {length} steps, and the stream has run past "
+                    "them on a valid step. Give a conditioning as long as the stream (or use streaming=True).",
+                )
+                c = batched_time_slice(c, state, time)
             state = state + time
-        return self._condition(x, self._as_sequence(c), bool(training)), state
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    registry.add(Conditioning)
-
-
-def _sequence_constants(*channels: int, name: str = "c") -> Any:
-    def make(batch: int, time: int) -> dict[str, Sequence]:
-        gen = torch.Generator().manual_seed(3)
-        values = torch.randn((batch, time, *channels), generator=gen)
-        lengths = torch.randint(time // 2, time + 1, (batch,), generator=gen)
-        return {name: Sequence.from_lengths(values, lengths).mask_invalid()}
-
-    return make
-
-
-def _tensor_constants(*channels: int, name: str = "c") -> Any:
-    def make(batch: int, time: int) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(4)
-        return {name: torch.randn((batch, *channels), generator=gen)}
-
-    return make
-
-
-def example_layers() -> list[LayerExample]:
-    return [
-        LayerExample(
-            Conditioning("c", "linear", "add", conditioning_shape=(3,), input_shape=(4,)),
-            input_shape=(4,),
-            constants=_sequence_constants(3),
-            contract={"pad_constants": True},
-            name="Conditioning(linear, add, sequence)",
-        ),
-        LayerExample(
-            Conditioning("c", "linear_affine", "affine", conditioning_shape=(3,), input_shape=(2, 4), streaming=True),
-            input_shape=(2, 4),
-            random_mask=True,
-            constants=_sequence_constants(3),
-            contract={"stream_constants": True},
-            name="Conditioning(linear_affine, affine, streaming)",
-        ),
-        LayerExample(
-            Conditioning("c", "identity", "concat"),
-            input_shape=(4,),
-            constants=_tensor_constants(2, 3),
-            name="Conditioning(identity, concat, tensor)",
-        ),
-    ]
+        return self._condition(x, self._as_sequence(c), training), state

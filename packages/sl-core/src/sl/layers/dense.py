@@ -34,23 +34,12 @@ from sl import activations
 from sl.dtypes import promoted_dtype
 from sl.initializers import lecun_normal_, reference_fan_in
 from sl.layer import Stateless
-from sl.registry import LayerExample, LayerRegistry
-from sl.types import Constants, Sequence
+from sl.types import Constants, MaskedSequence, Sequence
 from sl.validation import as_shape
 
 __all__ = ["Dense", "DenseShaped", "EinsumDense"]
 
 Activation = str | Callable[[torch.Tensor], torch.Tensor] | None
-
-
-def _promoted_dtype(
-    input_dtype: torch.dtype, param_dtype: torch.dtype, compute_dtype: torch.dtype | None
-) -> torch.dtype:
-    return promoted_dtype(input_dtype, param_dtype, compute_dtype, owner="Dense layers")
-
-
-def _as_shape(owner: str, arg: str, shape: object) -> tuple[int, ...]:
-    return as_shape(owner, arg, shape)
 
 
 class _DenseBase(Stateless):
@@ -65,24 +54,25 @@ class _DenseBase(Stateless):
         self.activation = activations.resolve(activation)
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
-        return _promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype)
+        return promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype, owner=type(self).__name__)
 
     def _project(self, values: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_shape(x.channel_shape)  # clear error before computing
-        dtype = self.get_output_dtype(x.dtype)
-        weight = self.weight.to(dtype)
-        bias = None if self.bias is None else self.bias.to(dtype)
-
-        def fn(v: torch.Tensor) -> torch.Tensor:
-            y = self._project(v.to(dtype), weight, bias)
-            return y if self.activation is None else self.activation(y)
-
-        if self.bias is None and self.activation is None:
-            return x.apply_values_masked(fn)
-        return x.apply_values(fn)
+        dtype = self.get_output_dtype(x.values.dtype)
+        weight = self.weight if self.weight.dtype == dtype else self.weight.to(dtype)
+        bias = self.bias
+        if bias is not None and bias.dtype != dtype:
+            bias = bias.to(dtype)
+        values = x.values if x.values.dtype == dtype else x.values.to(dtype)
+        y = self._project(values, weight, bias)
+        if self.activation is not None:
+            y = self.activation(y)
+        if bias is None and self.activation is None and isinstance(x, MaskedSequence):
+            return MaskedSequence._trusted(y, x.mask)
+        return Sequence._trusted(y, x.mask)
 
 
 class Dense(_DenseBase):
@@ -95,7 +85,7 @@ class Dense(_DenseBase):
         self,
         in_features: int,
         features: int,
-        use_bias: bool = True,
+        bias: bool = True,
         activation: Activation = None,
         compute_dtype: torch.dtype | None = None,
         *,
@@ -103,13 +93,12 @@ class Dense(_DenseBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _as_shape("Dense", "in_features", in_features)[0]
-        self.features = _as_shape("Dense", "features", features)[0]
-        self.use_bias = bool(use_bias)
+        self.in_features = as_shape("Dense", "in_features", in_features)[0]
+        self.features = as_shape("Dense", "features", features)[0]
         self.compute_dtype = compute_dtype
         self._set_activation(activation)
         self.weight = torch.nn.Parameter(torch.empty(self.features, self.in_features, device=device, dtype=dtype))
-        if self.use_bias:
+        if bias:
             self.bias = torch.nn.Parameter(torch.empty(self.features, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
@@ -142,7 +131,7 @@ class DenseShaped(_DenseBase):
         self,
         input_shape: int | tuple[int, ...] | list[int],
         output_shape: int | tuple[int, ...] | list[int],
-        use_bias: bool = True,
+        bias: bool = True,
         activation: Activation = None,
         compute_dtype: torch.dtype | None = None,
         *,
@@ -150,9 +139,8 @@ class DenseShaped(_DenseBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.input_shape = _as_shape("DenseShaped", "input_shape", input_shape)
-        self.output_shape = _as_shape("DenseShaped", "output_shape", output_shape)
-        self.use_bias = bool(use_bias)
+        self.input_shape = as_shape("DenseShaped", "input_shape", input_shape)
+        self.output_shape = as_shape("DenseShaped", "output_shape", output_shape)
         self.compute_dtype = compute_dtype
         self._set_activation(activation)
         in_k = self.input_shape or (1,)
@@ -160,7 +148,7 @@ class DenseShaped(_DenseBase):
         self._in_size = math.prod(in_k)
         self._out_size = math.prod(out_k)
         self.weight = torch.nn.Parameter(torch.empty(*out_k, *in_k, device=device, dtype=dtype))
-        if self.use_bias:
+        if bias:
             self.bias = torch.nn.Parameter(torch.empty(out_k, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
@@ -235,7 +223,7 @@ class EinsumDense(_DenseBase):
         super().__init__()
         self.equation = equation
         self._input_spec, self._kernel_spec, self._output_spec = _parse_equation(equation)
-        self.input_shape = _as_shape("EinsumDense", "input_shape", input_shape)
+        self.input_shape = as_shape("EinsumDense", "input_shape", input_shape)
         self.bias_axes = bias_axes or ""
         self.compute_dtype = compute_dtype
         self._set_activation(activation)
@@ -324,25 +312,3 @@ class EinsumDense(_DenseBase):
     def _project(self, values: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         y = torch.einsum(self.equation, values, weight)
         return y if bias is None else y + bias
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    for name in __all__:
-        registry.add(globals()[name])
-
-
-def example_layers() -> list[LayerExample]:
-    return [
-        LayerExample(Dense(4, 3), (4,)),
-        LayerExample(Dense(3, 5, use_bias=False), (2, 3), random_mask=True, name="Dense(no bias, rank 2)"),
-        LayerExample(Dense(4, 2, activation="gelu"), (4,), name="Dense(gelu)"),
-        LayerExample(DenseShaped((2, 3), (4,)), (2, 3)),
-        LayerExample(DenseShaped((), (2, 2), use_bias=False), (), name="DenseShaped(scalar in)"),
-        LayerExample(DenseShaped((3,), (), activation="tanh"), (3,), name="DenseShaped(scalar out)"),
-        LayerExample(EinsumDense("...ab,bc->...ac", (2, 3), (None, 4), bias_axes="c"), (2, 3)),
-        LayerExample(
-            EinsumDense("...abc,bd->...bd", (2, 3, 2), (None, 4), bias_axes="d", activation="relu"),
-            (2, 3, 2),
-            name="EinsumDense(reduce, relu)",
-        ),
-    ]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from sl.initializers import lecun_normal_
 from sl.layer import Stateless
-from sl.registry import LayerExample, LayerRegistry
+from sl.toolkit import check_in_stream, check_positive_int
 from sl.types import Constants, Sequence
 
 __all__ = ["Embedding", "EmbeddingTranspose", "OneHot"]
@@ -20,18 +20,6 @@ def _is_integer(dtype: torch.dtype) -> bool:
 def _check_integer_input(owner: str, dtype: torch.dtype) -> None:
     if not _is_integer(dtype):
         raise TypeError(f"{owner} expected an integer input dtype; got {dtype}.")
-
-
-def _check_positive(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner} expected an integer {name}; got {type(value).__name__} ({value!r}).")
-    if value < 1:
-        raise ValueError(f"{owner} expected a positive {name}; got {value}.")
-    return value
-
-
-def _compiling() -> bool:
-    return bool(torch.compiler.is_compiling())
 
 
 def embed_init_(weight: torch.Tensor) -> torch.Tensor:
@@ -47,10 +35,9 @@ class Embedding(Stateless):
     Ids of invalid steps are never looked up (they may hold anything); the output
     at invalid steps is the embedding of id 0, so it is not a MaskedSequence.
 
-    Out-of-range ids on valid steps raise a ``ValueError`` in eager ``layer`` and
-    ``step``. The check reads one boolean back from the device; under
-    ``torch.compile`` it is skipped (no host sync), and out-of-range ids are then
-    undefined behaviour (a device-side assert on CUDA), as with ``torch.nn.Embedding``.
+    Out-of-range ids on valid steps raise a ``ValueError`` in eager CPU ``layer`` and
+    ``step``; on an accelerator and under ``torch.compile`` they trip an asynchronous
+    device assertion instead (no host sync), see ``sl.toolkit.check_in_stream``.
     """
 
     def __init__(
@@ -64,8 +51,8 @@ class Embedding(Stateless):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.num_embeddings = _check_positive(name, "num_embeddings", num_embeddings)
-        self.dimension = _check_positive(name, "dimension", dimension)
+        self.num_embeddings = check_positive_int(name, "num_embeddings", num_embeddings)
+        self.dimension = check_positive_int(name, "dimension", dimension)
         self.compute_dtype = compute_dtype
         self.weight = torch.nn.Parameter(torch.empty((num_embeddings, dimension), device=device, dtype=dtype))
         self.reset_parameters()
@@ -81,18 +68,19 @@ class Embedding(Stateless):
         return self.compute_dtype if self.compute_dtype is not None else self.weight.dtype
 
     def _check_ids(self, x: Sequence) -> None:
-        if _compiling():
-            return
         ids = x.values
         bad = ((ids < 0) | (ids >= self.num_embeddings)) & x.expanded_mask()
-        if bool(bad.any()):
+
+        def describe() -> str:
             found = ids[bad]
-            raise ValueError(
-                f"{type(self).__name__} expected ids in [0, {self.num_embeddings}) on valid steps; got ids in "
+            return (
+                f"expected ids in [0, {self.num_embeddings}) on valid steps; got ids in "
                 f"[{int(found.min())}, {int(found.max())}] ({int(bad.sum())} out of range)."
             )
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+        check_in_stream(self, ~bad, describe)
+
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         _check_integer_input(type(self).__name__, x.dtype)
         self._check_ids(x)
         ids = torch.where(x.expanded_mask(), x.values, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -118,7 +106,7 @@ class Embedding(Stateless):
             )
         weight = self.weight if embedding_dtype is None else self.weight.to(embedding_dtype)
         dtype = compute_dtype or self.compute_dtype or torch.promote_types(x.dtype, weight.dtype)
-        return type(x)(F.linear(x.values.to(dtype), weight.to(dtype)), x.mask)
+        return type(x)._trusted(F.linear(x.values.to(dtype), weight.to(dtype)), x.mask)
 
 
 class EmbeddingTranspose(Stateless):
@@ -139,7 +127,7 @@ class EmbeddingTranspose(Stateless):
     def __init__(
         self,
         embedding: Embedding,
-        use_bias: bool = True,
+        bias: bool = True,
         *,
         compute_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -149,10 +137,9 @@ class EmbeddingTranspose(Stateless):
         if not isinstance(embedding, Embedding):
             raise TypeError(f"{type(self).__name__} expected an sl Embedding layer; got {type(embedding).__name__}.")
         self.embedding = embedding
-        self.use_bias = bool(use_bias)
         self.compute_dtype = compute_dtype
         self.param_dtype = dtype
-        if self.use_bias:
+        if bias:
             bias_dtype = dtype if dtype is not None else embedding.weight.dtype
             bias_device = device if device is not None else embedding.weight.device
             self.bias: torch.nn.Parameter | None = torch.nn.Parameter(
@@ -176,7 +163,7 @@ class EmbeddingTranspose(Stateless):
         dtype = self.compute_dtype or self.embedding.compute_dtype
         return dtype if dtype is not None else torch.promote_types(input_dtype, self._param_dtype())
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_shape(x.channel_shape)
         y = self.embedding.attend(x, embedding_dtype=self.param_dtype, compute_dtype=self.compute_dtype)
         if self.bias is None:
@@ -195,7 +182,7 @@ class OneHot(Stateless):
 
     def __init__(self, depth: int, compute_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.depth = _check_positive(type(self).__name__, "depth", depth)
+        self.depth = check_positive_int(type(self).__name__, "depth", depth)
         if not isinstance(compute_dtype, torch.dtype):
             raise TypeError(f"{type(self).__name__} expected a torch.dtype compute_dtype; got {compute_dtype!r}.")
         self.compute_dtype = compute_dtype
@@ -207,53 +194,7 @@ class OneHot(Stateless):
         _check_integer_input(type(self).__name__, input_dtype)
         return self.compute_dtype
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         _check_integer_input(type(self).__name__, x.dtype)
         classes = torch.arange(self.depth, device=x.device)
         return x.apply_values(lambda v: (v.unsqueeze(-1) == classes).to(self.compute_dtype))
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    registry.add(Embedding)
-    registry.add(EmbeddingTranspose)
-    registry.add(OneHot)
-
-
-def example_layers() -> list[LayerExample]:
-    # Embedding: the batching check adds garbage rows of out-of-range ids marked valid,
-    # which Embedding rejects by design; tests/test_embedding.py checks batching itself.
-    return [
-        LayerExample(
-            Embedding(7, 4),
-            (),
-            dtype=torch.int64,
-            int_high=7,
-            contract={"test_batching": False},
-            name="Embedding(7, 4)",
-        ),
-        LayerExample(
-            Embedding(5, 3),
-            (2,),
-            dtype=torch.int64,
-            int_high=5,
-            random_mask=True,
-            contract={"test_batching": False},
-            name="Embedding(5, 3) on [B, T, 2]",
-        ),
-        LayerExample(EmbeddingTranspose(Embedding(6, 4)), (4,), name="EmbeddingTranspose(Embedding(6, 4))"),
-        LayerExample(
-            EmbeddingTranspose(Embedding(6, 4), use_bias=False),
-            (2, 4),
-            random_mask=True,
-            name="EmbeddingTranspose(no bias)",
-        ),
-        LayerExample(OneHot(5), (), dtype=torch.int64, int_high=5, name="OneHot(5)"),
-        LayerExample(
-            OneHot(4, compute_dtype=torch.int32),
-            (2,),
-            dtype=torch.int64,
-            int_high=6,
-            random_mask=True,
-            name="OneHot(4, int32)",
-        ),
-    ]

@@ -2,7 +2,7 @@
 
 They live in sl-core because every plugin needs them to line up branches and to
 make an accumulated step-wise latency divisible by a following resampling layer
-(see :func:`sl.composition.get_required_stepwise_delay`).
+(see :func:`sl.composition_rules.get_required_stepwise_delay`).
 """
 
 from __future__ import annotations
@@ -10,41 +10,47 @@ from __future__ import annotations
 import torch
 
 from sl.layer import PreservesShape, PreservesType, SequenceLayer
-from sl.registry import LayerExample, LayerRegistry
+from sl.toolkit import check_positive_int, state_full, track_device
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 
 __all__ = ["Delay", "Lookahead"]
 
 
-def _check_length(owner: str, length: object) -> int:
-    if isinstance(length, bool) or not isinstance(length, int):
-        raise TypeError(f"{owner} expected an integer length; got {type(length).__name__} ({length!r}).")
-    if length < 0:
-        raise ValueError(f"{owner} expected a non-negative length; got {length}.")
-    return length
-
-
 class Delay(PreservesShape, PreservesType, SequenceLayer):
     """Delays the sequence by ``length`` steps, inserting invalid steps at the front.
 
-    ``delay_layer_output=True``: both ``layer`` and ``step`` are delayed (the layer
-    output is ``length`` steps longer; output latency 0). ``delay_layer_output=False``:
-    ``layer`` is the identity and only ``step`` is delayed (output latency ``length``).
-    Use the latter to pad the step-wise latency of one branch or of a prefix of a
-    Serial (e.g. before a downsampling layer) without changing layer-wise results.
+    ``delay_layer_output=True`` (default): both ``layer`` and ``step`` are delayed (the
+    layer output is ``length`` steps longer; output latency 0).
+    ``delay_layer_output=False``: ``layer`` is the identity and only ``step`` is delayed
+    (input and output latency ``length``). Use it to pad the step-wise latency of one
+    branch or of a prefix of a Serial (e.g. a Residual's shortcut around lookahead, or
+    before a downsampling layer) without changing layer-wise results.
 
-    The step state is a fixed-size buffer ``Sequence`` holding the ``length`` pending
-    input steps (values and mask), initially invalid zeros.
+    ``keep_mask=True`` (beyond the reference): a causal tap. Only the values are
+    delayed (zeros before the start, invalid inputs read as zeros); the output keeps
+    the input's mask and length, so it lines up with its input in ``layer`` and
+    ``step`` alike, with both latencies 0. "Current plus previous frame" is
+    ``sl.Parallel(sl.Identity(), sl.Delay(1, keep_mask=True), combination="concat")``.
+
+    State: the ``length`` pending input steps on the layer's device, as a ``Sequence``
+    (values ``[B, length, *C]``, mask ``[B, length]``, initially invalid zeros), or with
+    ``keep_mask`` the values alone (``[B, length, *C]``, initially zeros).
     """
 
-    def __init__(self, length: int, delay_layer_output: bool = True) -> None:
+    def __init__(self, length: int, delay_layer_output: bool = True, keep_mask: bool = False) -> None:
         super().__init__()
-        self.length = _check_length(type(self).__name__, length)
+        self.length = check_positive_int(type(self).__name__, "length", length, allow_zero=True)
         self.delay_layer_output = bool(delay_layer_output)
+        self.keep_mask = bool(keep_mask)
+        if self.keep_mask and not self.delay_layer_output:
+            raise ValueError(
+                "Delay: keep_mask=True delays the layer-wise values too, so it needs delay_layer_output=True."
+            )
+        track_device(self)
 
     @property
     def input_latency(self) -> int:
-        return self.length
+        return 0 if self.keep_mask else self.length
 
     @property
     def output_latency(self) -> int:
@@ -58,35 +64,36 @@ class Delay(PreservesShape, PreservesType, SequenceLayer):
         return {0: (0, 0)}
 
     def get_initial_state(
-        self,
-        batch_size: int,
-        input_spec: ChannelSpec,
-        *,
-        training: bool | None = None,
-        constants: Constants | None = None,
+        self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
         if not self.length:
             return ()
-        return Sequence(
-            torch.zeros((batch_size, self.length, *input_spec.shape), dtype=input_spec.dtype),
-            torch.zeros((batch_size, self.length), dtype=torch.bool),
-        )
+        values = state_full(self, (batch_size, self.length, *input_spec.shape), 0, input_spec.dtype)
+        if self.keep_mask:
+            return values
+        return Sequence._trusted(values, state_full(self, (batch_size, self.length), False, torch.bool))
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         if not self.length:
             return x, state
         t = x.values.shape[1]
-        values = torch.cat([state.values.to(x.values.device, x.values.dtype), x.values], 1)
-        mask = torch.cat([state.mask.to(x.mask.device), x.mask], 1)
-        y = Sequence(values[:, :t], mask[:, :t])
-        return y, Sequence(values[:, t:], mask[:, t:])
+        if self.keep_mask:
+            values = torch.cat([state, x.mask_invalid().values], 1)
+            return Sequence._trusted(values[:, :t], x.mask), values[:, t:]
+        values = torch.cat([state.values, x.values], 1)
+        mask = torch.cat([state.mask, x.mask], 1)
+        return Sequence._trusted(values[:, :t], mask[:, :t]), Sequence._trusted(values[:, t:], mask[:, t:])
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
-        if self.delay_layer_output:
-            return x.pad_time(self.length, 0, valid=False)
-        return x
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
+        if not self.delay_layer_output or not self.length:
+            return x
+        if self.keep_mask:
+            # Not a MaskedSequence: delayed values land on steps that may be invalid now.
+            values = x.mask_invalid().pad_time(self.length, 0, valid=False).values[:, : x.values.shape[1]]
+            return Sequence._trusted(values, x.mask)
+        return x.pad_time(self.length, 0, valid=False)
 
 
 class Lookahead(PreservesShape, PreservesType, SequenceLayer):
@@ -96,18 +103,20 @@ class Lookahead(PreservesShape, PreservesType, SequenceLayer):
     invalid steps to keep the length); ``step`` passes its input through and marks the
     first ``length`` timesteps invalid (output latency ``length``).
 
-    The step state is a per-batch-row countdown (int32 ``[B]``) of timesteps still to
-    drop. Deviation: the reference counts down only on *valid* steps, which disagrees
-    with its own ``layer`` (which drops timesteps regardless of the mask) whenever the
-    input has leading invalid steps, e.g. in ``Serial(Delay(2), Lookahead(2))``; here
-    every timestep counts, so ``step`` matches ``layer`` for any mask. The two agree
-    on the prefix masks the reference is tested with.
+    State: a per-batch-row countdown (int32 ``[B]``) of timesteps still to drop.
+    Deviation: the reference counts down only on *valid* steps, which disagrees with
+    its own ``layer`` (which drops timesteps regardless of the mask) whenever the input
+    has leading invalid steps, e.g. in ``Serial(Delay(2), Lookahead(2))``; here every
+    timestep counts, so ``step`` matches ``layer`` for any mask. Behind a layer with
+    step-wise latency the countdown also covers the latency's filler steps
+    (:meth:`shift_initial_state`).
     """
 
     def __init__(self, length: int, preserve_length_in_layer: bool = False) -> None:
         super().__init__()
-        self.length = _check_length(type(self).__name__, length)
+        self.length = check_positive_int(type(self).__name__, "length", length, allow_zero=True)
         self.preserve_length_in_layer = bool(preserve_length_in_layer)
+        track_device(self)
 
     @property
     def input_latency(self) -> int:
@@ -122,31 +131,28 @@ class Lookahead(PreservesShape, PreservesType, SequenceLayer):
         return {0: (self.length, self.length)}
 
     def get_initial_state(
-        self,
-        batch_size: int,
-        input_spec: ChannelSpec,
-        *,
-        training: bool | None = None,
-        constants: Constants | None = None,
+        self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
         if not self.length:
             return ()
-        return torch.full((batch_size,), self.length, dtype=torch.int32)
+        return state_full(self, (batch_size,), self.length, torch.int32)
+
+    def shift_initial_state(self, state: State, latency: int) -> State:
+        return state + latency if self.length else state
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         if not self.length:
             return x, state
         t = x.values.shape[1]
         # remaining[b, i]: steps still to drop before input step i of this block.
         steps = torch.arange(t, dtype=torch.int32, device=x.mask.device)
-        remaining = state.to(x.mask.device)[:, None] - steps[None, :]
+        remaining = state[:, None] - steps[None, :]
         mask = x.mask & (remaining <= 0)
-        new_state = torch.clamp(remaining[:, -1] - 1, min=0).to(torch.int32)  # = max(0, state - t)
-        return Sequence(x.values, mask), new_state
+        return Sequence._trusted(x.values, mask), torch.clamp(state - t, min=0).to(torch.int32)
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         if not self.length:
             return x
         y = x[:, self.length :]
@@ -154,19 +160,3 @@ class Lookahead(PreservesShape, PreservesType, SequenceLayer):
             # Fewer than `length` input steps leave an empty y; pad back to the input length.
             return y.pad_time(0, x.values.shape[1] - y.values.shape[1], valid=False)
         return y
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    registry.add(Delay)
-    registry.add(Lookahead)
-
-
-def example_layers() -> list[LayerExample]:
-    # Delay/Lookahead change the layer-wise length by design (as in the reference).
-    no_len = {"test_output_length": False}
-    return [
-        LayerExample(Delay(2), (3,), contract=no_len, name="Delay(2)"),
-        LayerExample(Delay(3, delay_layer_output=False), (3,), name="Delay(3, delay_layer_output=False)"),
-        LayerExample(Lookahead(2), (3,), contract=no_len, name="Lookahead(2)"),
-        LayerExample(Lookahead(3, preserve_length_in_layer=True), (2, 2), name="Lookahead(3, preserve_length)"),
-    ]

@@ -3,7 +3,9 @@
 Both layers derive a position for every timestep, either from the physical time
 index or by counting only valid timesteps (the default, so a position does not
 depend on how much padding precedes a step). In step mode the position counter is
-carried as a ``[batch, 1]`` int32 state tensor.
+carried as a ``[batch, 1]`` int32 state tensor on the layer's device. Physical
+positions behind a layer with step-wise latency start at ``-latency`` (see
+``SequenceLayer.shift_initial_state``), so step and layer agree.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import torch
 
 from sl.layer import PreservesShape, PreservesType, SequenceLayer, get_constant
-from sl.registry import LayerExample, LayerRegistry
+from sl.toolkit import state_full, track_device
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 
 __all__ = ["AddTimingSignal", "ApplyRotaryPositionalEncoding", "timing_signal_1d"]
@@ -70,8 +72,8 @@ def _step_positions(mask: torch.Tensor, state: torch.Tensor, only_valid: bool) -
     return positions, state + time
 
 
-def _initial_counter(batch_size: int, only_valid: bool, device: torch.device | None) -> torch.Tensor:
-    return torch.full((batch_size, 1), -1 if only_valid else 0, dtype=torch.int32, device=device)
+def _initial_counter(layer: SequenceLayer, batch_size: int, only_valid: bool) -> torch.Tensor:
+    return state_full(layer, (batch_size, 1), -1 if only_valid else 0, torch.int32)
 
 
 class AddTimingSignal(PreservesType, PreservesShape, SequenceLayer):
@@ -106,6 +108,7 @@ class AddTimingSignal(PreservesType, PreservesShape, SequenceLayer):
             self.scale = torch.nn.Parameter(torch.ones((), device=device, dtype=self._signal_dtype))
         else:
             self.register_parameter("scale", None)
+        track_device(self)
 
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
@@ -139,14 +142,17 @@ class AddTimingSignal(PreservesType, PreservesShape, SequenceLayer):
         batch_size: int,
         input_spec: ChannelSpec,
         *,
-        training: bool | None = None,
+        training: bool,
         constants: Constants | None = None,
     ) -> State:
         _check_float_input(self, input_spec.dtype)
-        device = self.scale.device if self.scale is not None else None
-        return _initial_counter(batch_size, self.only_advance_position_for_valid_timesteps, device)
+        return _initial_counter(self, batch_size, self.only_advance_position_for_valid_timesteps)
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def shift_initial_state(self, state: State, latency: int) -> State:
+        # Valid-step counting needs no shift: a latency's filler steps are invalid.
+        return state if self.only_advance_position_for_valid_timesteps else state - latency
+
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         _check_float_input(self, x.dtype)
         if self.only_advance_position_for_valid_timesteps:
             positions = _valid_positions_layer(x.mask)
@@ -155,13 +161,12 @@ class AddTimingSignal(PreservesType, PreservesShape, SequenceLayer):
         return self._add_signal(x, positions)
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         _check_float_input(self, x.dtype)
         if x.values.shape[1] == 0:
             return x, state
-        # The counter may have been created on the CPU (no parameters to say where).
-        positions, state = _step_positions(x.mask, state.to(x.device), self.only_advance_position_for_valid_timesteps)
+        positions, state = _step_positions(x.mask, state, self.only_advance_position_for_valid_timesteps)
         return self._add_signal(x, positions), state
 
 
@@ -195,6 +200,7 @@ class ApplyRotaryPositionalEncoding(PreservesType, PreservesShape, SequenceLayer
         self.only_advance_position_for_valid_timesteps = only_advance_position_for_valid_timesteps
         self.positions_in_at_least_fp32 = positions_in_at_least_fp32
         self.positions_name = positions_name
+        track_device(self)
 
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
@@ -272,15 +278,20 @@ class ApplyRotaryPositionalEncoding(PreservesType, PreservesShape, SequenceLayer
         batch_size: int,
         input_spec: ChannelSpec,
         *,
-        training: bool | None = None,
+        training: bool,
         constants: Constants | None = None,
     ) -> State:
         self._check_inputs(input_spec)
         if self.positions_name:
             return ()
-        return _initial_counter(batch_size, self.only_advance_position_for_valid_timesteps, None)
+        return _initial_counter(self, batch_size, self.only_advance_position_for_valid_timesteps)
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def shift_initial_state(self, state: State, latency: int) -> State:
+        if self.positions_name or self.only_advance_position_for_valid_timesteps:
+            return state
+        return state - latency
+
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         axis = self._check_inputs(x.channel_spec)
         if self.positions_name:
             positions = self._constant_positions(x, constants)
@@ -291,7 +302,7 @@ class ApplyRotaryPositionalEncoding(PreservesType, PreservesShape, SequenceLayer
         return x.apply_values(self._rope, positions, axis)
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         axis = self._check_inputs(x.channel_spec)
         if self.positions_name:
@@ -299,38 +310,5 @@ class ApplyRotaryPositionalEncoding(PreservesType, PreservesShape, SequenceLayer
         elif x.values.shape[1] == 0:
             return x, state
         else:
-            positions, state = _step_positions(
-                x.mask, state.to(x.device), self.only_advance_position_for_valid_timesteps
-            )
+            positions, state = _step_positions(x.mask, state, self.only_advance_position_for_valid_timesteps)
         return x.apply_values(self._rope, positions, axis), state
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    registry.add(AddTimingSignal)
-    registry.add(ApplyRotaryPositionalEncoding, aliases=("RoPE", "RotaryPositionalEncoding"))
-
-
-def _rope_positions(batch: int, time: int) -> dict[str, Sequence]:
-    gen = torch.Generator().manual_seed(7)
-    return {"positions": Sequence.from_values(torch.randint(0, 100, (batch, time), generator=gen, dtype=torch.int32))}
-
-
-def example_layers() -> list[LayerExample]:
-    return [
-        LayerExample(AddTimingSignal(trainable_scale=True), input_shape=(5,), random_mask=True),
-        LayerExample(
-            AddTimingSignal(axes=(-1,), only_advance_position_for_valid_timesteps=False),
-            input_shape=(2, 6),
-            name="AddTimingSignal(axes, physical positions)",
-        ),
-        LayerExample(ApplyRotaryPositionalEncoding(1.0e4), input_shape=(3, 4), random_mask=True),
-        LayerExample(
-            ApplyRotaryPositionalEncoding(
-                1.0e4, axis=-2, only_advance_position_for_valid_timesteps=False, positions_name="positions"
-            ),
-            input_shape=(4, 3),
-            constants=_rope_positions,
-            contract={"stream_constants": True},
-            name="ApplyRotaryPositionalEncoding(positions_name)",
-        ),
-    ]

@@ -7,7 +7,6 @@ import fractions
 import torch
 
 from sl.layer import PreservesShape, PreservesType, Stateless
-from sl.registry import LayerExample, LayerRegistry
 from sl.types import Constants, ReceptiveField, Sequence
 
 __all__ = ["Downsample1D", "Upsample1D", "Upsample2D"]
@@ -50,7 +49,7 @@ class Downsample1D(PreservesType, PreservesShape, Stateless):
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         return {0: (0, 0)}
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return type(x)(x.values[:, :: self.rate], x.mask[:, :: self.rate])
 
 
@@ -69,7 +68,7 @@ class Upsample1D(PreservesType, PreservesShape, Stateless):
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         return dict.fromkeys(range(self.rate), (0, 0))
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return type(x)(
             torch.repeat_interleave(x.values, self.rate, dim=1),
             torch.repeat_interleave(x.mask, self.rate, dim=1),
@@ -110,23 +109,8 @@ class Upsample2D(PreservesType, Stateless):
             )
         return (input_shape[0] * self.rate[1], input_shape[1])
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_shape(x.channel_shape)
         values = torch.repeat_interleave(x.values, self.rate[0], dim=1)
         values = torch.repeat_interleave(values, self.rate[1], dim=2)
         return type(x)(values, torch.repeat_interleave(x.mask, self.rate[0], dim=1))
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    registry.add(Downsample1D)
-    registry.add(Upsample1D)
-    registry.add(Upsample2D)
-
-
-def example_layers() -> list[LayerExample]:
-    return [
-        LayerExample(Downsample1D(2), (3,), name="Downsample1D(2)"),
-        LayerExample(Downsample1D(3), (2,), random_mask=True, name="Downsample1D(3)"),
-        LayerExample(Upsample1D(3), (2,), random_mask=True, name="Upsample1D(3)"),
-        LayerExample(Upsample2D((2, 3)), (2, 2), name="Upsample2D((2, 3))"),
-    ]

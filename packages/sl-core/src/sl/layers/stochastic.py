@@ -12,7 +12,6 @@ import math
 import torch
 
 from sl.layer import PreservesType, StatelessPointwise
-from sl.registry import LayerExample, LayerRegistry
 from sl.types import Constants, Sequence, State
 
 __all__ = ["AddNoise", "Dropout"]
@@ -65,13 +64,13 @@ class Dropout(PreservesType, StatelessPointwise):
         u = torch.rand(shape, dtype=torch.float32, device=v.device)
         return torch.where(u < keep, v, torch.zeros((), dtype=v.dtype, device=v.device))
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         if not training or self.rate == 0.0:
             return x
         return x.apply_values_masked(self._dropout)
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         if training and self.rate > 0.0:
             raise ValueError(
@@ -152,31 +151,10 @@ class AddNoise(PreservesType, StatelessPointwise):
             p["mean"], dtype=dtype, device=device
         )
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         if self.training_only and not training:
             return x
         if not x.dtype.is_floating_point:
             raise TypeError(f"{type(self).__name__} expected a floating-point input; got {x.dtype}.")
         noise = self.sample(x.values.shape, x.dtype, x.device)
         return x.apply_values(lambda v: v + noise)
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    registry.add(Dropout)
-    registry.add(AddNoise)
-
-
-def example_layers() -> list[LayerExample]:
-    return [
-        LayerExample(Dropout(0.5), (3,), random_mask=True, name="Dropout(0.5)"),
-        LayerExample(Dropout(0.2, broadcast_dims=(1,)), (2, 2), name="Dropout(0.2, broadcast time)"),
-        LayerExample(AddNoise("normal", training_only=True, stddev=0.1), (3,), name="AddNoise(normal)"),
-        # Deterministic noise (stddev 0) lets the contract run with noise applied.
-        LayerExample(
-            AddNoise("normal", training_only=False, mean=1.0, stddev=0.0),
-            (3,),
-            random_mask=True,
-            name="AddNoise(mean 1)",
-        ),
-        LayerExample(AddNoise("uniform", training_only=True, minval=-1.0, maxval=1.0), (2,), name="AddNoise(uniform)"),
-    ]

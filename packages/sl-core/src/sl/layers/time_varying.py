@@ -2,15 +2,15 @@
 
 ``SequenceEmbedding``, ``SequenceDense`` and ``MaskedDense`` use the parameters of
 step ``t`` for the output at step ``t``. As in the reference, ``layer`` is one
-``step`` over the whole sequence starting from time 0, and the step state is an
-unbatched int32 scalar holding the next time index (plus, for ``MaskedDense``, a
-buffer of the past inputs).
+``step`` over the whole sequence starting from time 0, and the step state holds the
+next time index (an unbatched int32 scalar on the layer's device; plus, for
+``MaskedDense``, a buffer of the past inputs). Behind a layer with step-wise latency
+the index starts at ``-latency`` (``shift_initial_state``), so step and layer agree.
 
-Past ``num_steps`` there are no parameters: outputs at time indices ``>= num_steps``
-are NaN, in ``layer`` and ``step`` alike, without any host sync (the reference
-performs the same bounds check through ``checkify`` without throwing, and its
-gathers produce NaN). Keep ``num_steps`` at least as long as the longest sequence,
-including any padding.
+Time indices outside ``[0, num_steps)`` have no parameters: those outputs are marked
+invalid (mask False, values zero), in ``layer`` and ``step`` alike and without a host
+sync. (The reference returns NaN or clamped parameters there.) Keep ``num_steps`` at
+least as long as the longest sequence you need outputs for.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from sl import activations
 from sl.dtypes import promoted_dtype
 from sl.initializers import lecun_normal_
 from sl.layer import SequenceLayer
-from sl.registry import LayerExample, LayerRegistry
-from sl.types import ChannelSpec, Constants, MaskedSequence, ReceptiveField, Sequence, State
+from sl.toolkit import check_in_stream, check_positive_int
+from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 
 __all__ = ["MaskedDense", "SequenceDense", "SequenceEmbedding"]
 
@@ -34,25 +34,40 @@ def _round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
 
 
-def _time_indices(start: torch.Tensor, time: int) -> torch.Tensor:
-    return start.to(torch.int64) + torch.arange(time, dtype=torch.int64, device=start.device)
+class _TimeIndexed(SequenceLayer):
+    """The shared time index: state, shift, and which steps have parameters."""
+
+    num_steps: int
+    weight: torch.nn.Parameter
+
+    @property
+    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
+        return {0: (0, 0)}
+
+    def _start(self) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.int32, device=self.weight.device)
+
+    def shift_initial_state(self, state: State, latency: int) -> State:
+        if isinstance(state, tuple):
+            return (state[0] - latency, *state[1:])
+        return state - latency
+
+    def _steps(self, start: torch.Tensor | None, time: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time indices ``[T]`` of a block and whether each has parameters."""
+        steps = torch.arange(time, dtype=torch.int64, device=device)
+        if start is not None:
+            steps = steps + start.to(torch.int64)
+        return steps, (steps >= 0) & (steps < self.num_steps)
 
 
-def _nan_like(t: torch.Tensor) -> torch.Tensor:
-    return torch.full((), float("nan"), dtype=t.dtype, device=t.device)
-
-
-def _start(device: torch.device) -> torch.Tensor:
-    return torch.zeros((), dtype=torch.int32, device=device)
-
-
-class SequenceEmbedding(SequenceLayer):
+class SequenceEmbedding(_TimeIndexed):
     """A separate embedding table for every step: ``y[t] = E_t[x[t]]``.
 
     Codes at step ``t`` must lie in ``[0, num_embeddings_per_step[t])`` (or
     ``[0, num_embeddings_per_step)`` for an int); the tables are stacked in one
-    ``[num_embeddings, dimension]`` weight. Out-of-range codes and steps past
-    ``num_steps`` embed to NaN, as in the reference. Output is ``[..., dimension]``.
+    ``[num_embeddings, dimension]`` weight. An out-of-range code on a valid step is an
+    error (``sl.toolkit.check_in_stream``: eager on CPU, a device assertion otherwise);
+    steps past ``num_steps`` are invalid. Output is ``[..., dimension]``.
     """
 
     _offsets: torch.Tensor
@@ -70,8 +85,7 @@ class SequenceEmbedding(SequenceLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if num_steps <= 0:
-            raise ValueError(f"SequenceEmbedding requires num_steps > 0; got {num_steps}.")
+        num_steps = check_positive_int("SequenceEmbedding", "num_steps", num_steps)
         if isinstance(num_embeddings_per_step, int):
             per_step = [num_embeddings_per_step] * num_steps
         else:
@@ -102,10 +116,6 @@ class SequenceEmbedding(SequenceLayer):
         with torch.no_grad():
             self.weight.normal_(0.0, math.sqrt(1.0 / dimension))
 
-    @property
-    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
-        return {0: (0, 0)}
-
     def _check_dtype(self, dtype: torch.dtype) -> None:
         if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
             raise ValueError(f"SequenceEmbedding requires integer input codes; got {dtype}.")
@@ -122,84 +132,81 @@ class SequenceEmbedding(SequenceLayer):
         batch_size: int,
         input_spec: ChannelSpec,
         *,
-        training: bool | None = None,
+        training: bool,
         constants: Constants | None = None,
     ) -> State:
         self._check_dtype(input_spec.dtype)
-        return _start(self.weight.device)
+        return self._start()
 
-    def _embed(self, x: Sequence, start: torch.Tensor) -> Sequence:
+    def _embed(self, x: Sequence, start: torch.Tensor | None) -> Sequence:
         self._check_dtype(x.dtype)
         time = x.values.shape[1]
-        steps = _time_indices(start, time)
-        steps_valid = (steps >= 0) & (steps < self.num_steps)
+        steps, has_params = self._steps(start, time, x.device)
         safe_steps = steps.clamp(0, self.num_steps - 1)
         bshape = (1, time) + (1,) * (x.values.dim() - 2)
         offsets = self._offsets[safe_steps].reshape(bshape)
         limits = self._limits[safe_steps].reshape(bshape)
         codes = x.values.to(torch.int64)
-        valid = steps_valid.reshape(bshape) & (codes >= 0) & (codes < limits)
-        indices = torch.where(valid, codes + offsets, torch.zeros((), dtype=torch.int64, device=codes.device))
+        mask = x.mask & has_params[None, :]
+        in_range = (codes >= 0) & (codes < limits)
+        expanded = mask.reshape(mask.shape + (1,) * (codes.dim() - 2))
+        check_in_stream(
+            self,
+            in_range | ~expanded,
+            lambda: (
+                f"codes on valid steps must lie in [0, num_embeddings_per_step[t]); got {codes[expanded & ~in_range].tolist()[:8]}."
+            ),
+        )
+        indices = torch.where(
+            in_range & expanded, codes + offsets, torch.zeros((), dtype=torch.int64, device=codes.device)
+        )
         weight = self.weight if self.compute_dtype is None else self.weight.to(self.compute_dtype)
         embedded = torch.nn.functional.embedding(indices, weight)
-        embedded = torch.where(valid[..., None], embedded, _nan_like(embedded))
-        return Sequence(embedded, x.mask)
+        return Sequence._trusted(embedded, mask).mask_invalid()
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
-        return self._embed(x, _start(x.device))
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
+        return self._embed(x, None)
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         return self._embed(x, state), state + x.values.shape[1]
 
 
-class SequenceDense(SequenceLayer):
-    """A separate dense layer for every step: ``y[t] = activation(W_t x[t] + b_t)``.
+class _TimeVaryingDense(_TimeIndexed):
+    """Constructor and dtype rules shared by SequenceDense and MaskedDense."""
 
-    Input ``[B, T, in_features]``; ``weight`` is ``[num_steps, features, in_features]``
-    (a torch ``Linear`` weight per step), ``bias`` ``[num_steps, features]``. Outputs at
-    valid steps past ``num_steps`` are NaN.
-    """
-
-    def __init__(
+    def _init_dense(
         self,
         in_features: int,
         features: int,
         num_steps: int,
-        use_bias: bool = True,
-        activation: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
-        compute_dtype: torch.dtype | None = None,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        bias: bool,
+        activation: str | Callable[[torch.Tensor], torch.Tensor] | None,
+        compute_dtype: torch.dtype | None,
+        weight_shape: tuple[int, ...],
+        fan_in: int,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
     ) -> None:
-        super().__init__()
-        if num_steps <= 0:
-            raise ValueError(f"SequenceDense requires num_steps > 0; got {num_steps}.")
-        self.in_features = in_features
-        self.features = features
-        self.num_steps = num_steps
-        self.use_bias = use_bias
+        owner = type(self).__name__
+        self.in_features = check_positive_int(owner, "in_features", in_features)
+        self.features = check_positive_int(owner, "features", features)
+        self.num_steps = check_positive_int(owner, "num_steps", num_steps)
         self.activation = activations.resolve(activation)
         self.compute_dtype = compute_dtype
-        self.weight = torch.nn.Parameter(torch.empty((num_steps, features, in_features), device=device, dtype=dtype))
-        # Reference kernel [num_steps, in, out] with lecun_normal: fan_in = num_steps * in.
-        lecun_normal_(self.weight, num_steps * in_features)
+        self.weight = torch.nn.Parameter(torch.empty(weight_shape, device=device, dtype=dtype))
+        lecun_normal_(self.weight, fan_in)
         self.bias: torch.nn.Parameter | None
-        if use_bias:
+        if bias:
             self.bias = torch.nn.Parameter(torch.zeros((num_steps, features), device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 
-    @property
-    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
-        return {0: (0, 0)}
-
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
         if len(input_shape) != 1 or input_shape[0] != self.in_features:
             raise ValueError(
-                f"SequenceDense expected input channel shape ({self.in_features},) (rank 3 input); "
+                f"{type(self).__name__} expected input channel shape ({self.in_features},) (rank 3 input); "
                 f"got {tuple(input_shape)}."
             )
         return (self.features,)
@@ -207,54 +214,82 @@ class SequenceDense(SequenceLayer):
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
         return promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype, owner=type(self).__name__)
 
-    def get_initial_state(
+    def _finish(self, y: torch.Tensor, bias: torch.Tensor | None, x: Sequence, has_params: torch.Tensor) -> Sequence:
+        if bias is not None:
+            y = y + bias.to(y.dtype)
+        if self.activation is not None:
+            y = self.activation(y)
+        mask = x.mask & has_params[None, :]
+        return Sequence._trusted(y, mask).mask_invalid()
+
+
+class SequenceDense(_TimeVaryingDense):
+    """A separate dense layer for every step: ``y[t] = activation(W_t x[t] + b_t)``.
+
+    Input ``[B, T, in_features]``; ``weight`` is ``[num_steps, features, in_features]``
+    (a torch ``Linear`` weight per step), ``bias`` ``[num_steps, features]``. Steps at
+    time indices past ``num_steps`` are invalid in the output.
+    """
+
+    def __init__(
         self,
-        batch_size: int,
-        input_spec: ChannelSpec,
+        in_features: int,
+        features: int,
+        num_steps: int,
+        bias: bool = True,
+        activation: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
+        compute_dtype: torch.dtype | None = None,
         *,
-        training: bool | None = None,
-        constants: Constants | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        # Reference kernel [num_steps, in, out] with lecun_normal: fan_in = num_steps * in.
+        self._init_dense(
+            in_features,
+            features,
+            num_steps,
+            bias,
+            activation,
+            compute_dtype,
+            (num_steps, features, in_features),
+            num_steps * in_features,
+            device,
+            dtype,
+        )
+
+    def get_initial_state(
+        self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
         self.get_output_shape(input_spec.shape)
-        return _start(self.weight.device)
+        return self._start()
 
     def _dense(self, x: Sequence, start: torch.Tensor | None) -> Sequence:
         self.get_output_shape(x.channel_shape)
         time = x.values.shape[1]
         dtype = self.get_output_dtype(x.dtype)
+        steps, has_params = self._steps(start, time, x.device)
         if start is None and time <= self.num_steps:
             # Layer-wise from step 0: a static slice, no gather.
-            steps = None
             weight = self.weight[:time]
             bias = self.bias[:time] if self.bias is not None else None
         else:
-            steps = _time_indices(start if start is not None else _start(x.device), time)
             safe = steps.clamp(0, self.num_steps - 1)
             weight = self.weight.index_select(0, safe)
             bias = self.bias.index_select(0, safe) if self.bias is not None else None
         y = torch.einsum("bti,toi->bto", x.values.to(dtype), weight.to(dtype))
-        if bias is not None:
-            y = y + bias.to(dtype)
-        if self.activation is not None:
-            y = self.activation(y)
-        keep_masked = self.bias is None and self.activation is None and isinstance(x, MaskedSequence)
-        if steps is not None:
-            past = (steps >= self.num_steps)[None, :, None]
-            if keep_masked:
-                past = past & x.mask[:, :, None]
-            y = torch.where(past, _nan_like(y), y)
-        return MaskedSequence(y, x.mask) if keep_masked else Sequence(y, x.mask)
+        return self._finish(y, bias, x, has_params)
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return self._dense(x, None)
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         return self._dense(x, state), state + x.values.shape[1]
 
 
-class MaskedDense(SequenceLayer):
+class MaskedDense(_TimeVaryingDense):
     """Causally masked time-varying dense: ``y[t] = activation(sum_{s<=t} W[t, :, s, :] x[s] + b[t])``.
 
     The output at step ``t`` is a dense function of all inputs ``x[0..t]`` (receptive
@@ -262,7 +297,7 @@ class MaskedDense(SequenceLayer):
     in_features]`` (output step, out, input step, in), i.e. a torch ``Linear`` from the
     flattened past to the flattened outputs; entries with input step > output step are
     unused (zero gradient). ``step`` keeps the inputs seen so far in a ``[B, num_steps,
-    in_features]`` buffer indexed by absolute time. Outputs past ``num_steps`` are NaN.
+    in_features]`` buffer indexed by time. Steps past ``num_steps`` are invalid.
     """
 
     _causal: torch.Tensor
@@ -272,7 +307,7 @@ class MaskedDense(SequenceLayer):
         in_features: int,
         features: int,
         num_steps: int,
-        use_bias: bool = True,
+        bias: bool = True,
         activation: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
         compute_dtype: torch.dtype | None = None,
         *,
@@ -280,24 +315,19 @@ class MaskedDense(SequenceLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if num_steps <= 0:
-            raise ValueError(f"MaskedDense requires num_steps > 0; got {num_steps}.")
-        self.in_features = in_features
-        self.features = features
-        self.num_steps = num_steps
-        self.use_bias = use_bias
-        self.activation = activations.resolve(activation)
-        self.compute_dtype = compute_dtype
-        self.weight = torch.nn.Parameter(
-            torch.empty((num_steps, features, num_steps, in_features), device=device, dtype=dtype)
-        )
         # Reference kernel [T_in, T_out, in, out] with lecun_normal: fan_in = T * T * in.
-        lecun_normal_(self.weight, num_steps * num_steps * in_features)
-        self.bias: torch.nn.Parameter | None
-        if use_bias:
-            self.bias = torch.nn.Parameter(torch.zeros((num_steps, features), device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
+        self._init_dense(
+            in_features,
+            features,
+            num_steps,
+            bias,
+            activation,
+            compute_dtype,
+            (num_steps, features, num_steps, in_features),
+            num_steps * num_steps * in_features,
+            device,
+            dtype,
+        )
         # causal[t_out, t_in] = t_in <= t_out (the reference's ones_matrix_band_part(T, T, 0, -1), transposed).
         causal = torch.tril(torch.ones((num_steps, num_steps), dtype=torch.bool, device=device))
         self.register_buffer("_causal", causal[:, None, :, None], persistent=False)
@@ -306,42 +336,20 @@ class MaskedDense(SequenceLayer):
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         return {0: (-self.num_steps + 1, 0)}
 
-    def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
-        if len(input_shape) != 1 or input_shape[0] != self.in_features:
-            raise ValueError(
-                f"MaskedDense expected input channel shape ({self.in_features},) (rank 3 input); "
-                f"got {tuple(input_shape)}."
-            )
-        return (self.features,)
-
-    def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
-        return promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype, owner=type(self).__name__)
-
     def get_initial_state(
-        self,
-        batch_size: int,
-        input_spec: ChannelSpec,
-        *,
-        training: bool | None = None,
-        constants: Constants | None = None,
+        self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
         self.get_output_shape(input_spec.shape)
-        device = self.weight.device
-        buffer = torch.zeros((batch_size, self.num_steps, self.in_features), dtype=input_spec.dtype, device=device)
-        return _start(device), buffer
+        buffer = torch.zeros(
+            (batch_size, self.num_steps, self.in_features), dtype=input_spec.dtype, device=self.weight.device
+        )
+        return self._start(), buffer
 
     def _masked_weight(self, dtype: torch.dtype) -> torch.Tensor:
         w = self.weight.to(dtype)
         return torch.where(self._causal, w, torch.zeros((), dtype=dtype, device=w.device))
 
-    def _finish(self, y: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-        if bias is not None:
-            y = y + bias.to(dtype)
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
-
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_shape(x.channel_shape)
         dtype = self.get_output_dtype(x.dtype)
         time = x.values.shape[1]
@@ -349,26 +357,27 @@ class MaskedDense(SequenceLayer):
         values = x.mask_invalid().values.to(dtype)[:, :head]
         weight = self._masked_weight(dtype)[:head, :, :head]
         y = torch.einsum("bsi,tosi->bto", values, weight)
-        y = self._finish(y, self.bias[:head] if self.bias is not None else None, dtype)
-        if time > head:
-            # No parameters past num_steps.
-            tail = torch.full((y.shape[0], time - head, self.features), float("nan"), dtype=dtype, device=y.device)
-            y = torch.cat([y, tail], 1)
-        return Sequence(y, x.mask)
+        if time > head:  # no parameters past num_steps: zeros, marked invalid by _finish
+            y = torch.cat([y, y.new_zeros((y.shape[0], time - head, self.features))], 1)
+        bias = self.bias
+        if bias is not None and time > head:
+            bias = torch.cat([bias, bias.new_zeros((time - head, self.features))], 0)
+        _, has_params = self._steps(None, time, x.device)
+        return self._finish(y, bias[:time] if bias is not None else None, x, has_params)
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         self.get_output_shape(x.channel_shape)
         dtype = self.get_output_dtype(x.dtype)
         start, buffer = state
         time = x.values.shape[1]
-        steps = _time_indices(start, time)
-        # Write the (masked) block into the buffer at its absolute time positions; steps past
-        # num_steps have nowhere to go and are dropped.
+        steps, has_params = self._steps(start, time, x.device)
+        # Write the (masked) block into the buffer at its time positions; steps outside
+        # [0, num_steps) have nowhere to go and are dropped.
         values = x.mask_invalid().values.to(buffer.dtype)
         slots = torch.arange(self.num_steps, dtype=torch.int64, device=buffer.device)
-        offset = slots - steps[:1] if time else slots
+        offset = slots - start.to(torch.int64)
         written = (offset >= 0) & (offset < time)
         gathered = values.index_select(1, offset.clamp(0, max(time - 1, 0))) if time else buffer
         buffer = torch.where(written[None, :, None], gathered, buffer)
@@ -376,26 +385,4 @@ class MaskedDense(SequenceLayer):
         weight = self._masked_weight(dtype).index_select(0, safe)
         y = torch.einsum("bsi,tosi->bto", buffer.to(dtype), weight)
         bias = self.bias.index_select(0, safe) if self.bias is not None else None
-        y = self._finish(y, bias, dtype)
-        y = torch.where((steps >= self.num_steps)[None, :, None], _nan_like(y), y)
-        return Sequence(y, x.mask), (start + time, buffer)
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    registry.add(SequenceEmbedding)
-    registry.add(SequenceDense)
-    registry.add(MaskedDense)
-
-
-def example_layers() -> list[LayerExample]:
-    # num_steps covers the example length plus the harness's padding (4 invalid steps).
-    return [
-        LayerExample(
-            SequenceEmbedding(4, (3, 5, 2, 4, 6, 3, 5, 2, 4, 6, 3, 5, 2, 4, 6, 3), 16),
-            input_shape=(2,),
-            time=12,
-            int_high=2,
-        ),
-        LayerExample(SequenceDense(3, 4, 16, activation="tanh"), input_shape=(3,), time=12, random_mask=True),
-        LayerExample(MaskedDense(3, 4, 16), input_shape=(3,), time=12),
-    ]
+        return self._finish(y, bias, x, has_params), (start + time, buffer)

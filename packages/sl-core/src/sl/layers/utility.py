@@ -28,7 +28,6 @@ from sl.layer import (
     StatelessPointwise,
     StatelessPointwiseFunctor,
 )
-from sl.registry import LayerExample, LayerRegistry
 from sl.types import ChannelSpec, Constants, Emits, MaskedSequence, Sequence, State
 
 __all__ = [
@@ -52,10 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 class Identity(PreservesType, StatelessPointwise):
     """Returns its input unchanged (masked state included)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return x
 
 
@@ -93,21 +89,15 @@ class Cast(StatelessPointwiseFunctor):
 class MaskInvalid(PreservesType, StatelessPointwise):
     """Zeroes invalid timesteps, returning a MaskedSequence (a no-op on one)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return x.mask_invalid()
 
 
 class Emit(PreservesType, PreservesShape, StatelessEmitting):
     """Identity that also emits its input Sequence (read it with ``layer_with_emits``)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def layer_with_emits(
-        self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, Emits]:
         return x, x
 
@@ -122,7 +112,7 @@ class NamedEmit(PreservesType, PreservesShape, StatelessEmitting):
         self.emit_name = emit_name
 
     def layer_with_emits(
-        self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, Emits]:
         return x, {self.emit_name: x}
 
@@ -233,7 +223,7 @@ class Lambda(Stateless):
             )
         return self._probe(ChannelSpec(self.expected_input_spec.shape, input_dtype)).dtype
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         if self.sequence_input:
             y = self.fn(x)
             if not isinstance(y, Sequence):
@@ -253,8 +243,8 @@ class Lambda(Stateless):
                 f"{x.shape} -> output shape {tuple(values.shape)}."
             )
         if self.mask_required or not isinstance(x, MaskedSequence):
-            return Sequence(values, x.mask)
-        return MaskedSequence(values, x.mask)
+            return Sequence._trusted(values, x.mask)
+        return MaskedSequence._trusted(values, x.mask)
 
 
 # -- Logging -----------------------------------------------------------------------------
@@ -331,7 +321,7 @@ class Logging(PreservesType, StatelessPointwise):
         described = {k: _describe(v, self.dump_tensors) for k, v in kwargs.items()}
         _LOGGER.info(format_str.format(prefix=self.prefix, **described))
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self._log(self.layer_format_str, x=x, training=training, constants=constants)
         return x
 
@@ -340,7 +330,7 @@ class Logging(PreservesType, StatelessPointwise):
         batch_size: int,
         input_spec: ChannelSpec,
         *,
-        training: bool | None = None,
+        training: bool,
         constants: Constants | None = None,
     ) -> State:
         spec = f"ChannelSpec(shape={tuple(input_spec.shape)}, dtype={_dtype_str(input_spec.dtype)})"
@@ -354,7 +344,7 @@ class Logging(PreservesType, StatelessPointwise):
         return ()
 
     def step(
-        self, x: Sequence, state: State, *, training: bool | None = None, constants: Constants | None = None
+        self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
     ) -> tuple[Sequence, State]:
         self._log(self.step_format_str, x=x, state=state, training=training, constants=constants)
         return x, state
@@ -450,7 +440,7 @@ class ApplySharding(PreservesType, StatelessPointwise):
         if self.values_sharding and not self.mask_sharding:
             self.mask_sharding = self.values_sharding[:2]
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         owner = type(self).__name__
         values = _redistribute(owner, x.values, self.values_sharding)
         mask = _redistribute(owner, x.mask, self.mask_sharding)
@@ -499,7 +489,7 @@ class OptimizationBarrier(PreservesType, StatelessPointwise):
         super().__init__()
         self.apply_to_mask = apply_to_mask
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return x
 
 
@@ -507,9 +497,6 @@ class StopGradient(PreservesType, StatelessPointwiseFunctor):
     """Identity whose values are ``detach()``-ed: no gradient flows to earlier layers."""
 
     mask_required = False
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def fn(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return values.detach(), mask
@@ -540,35 +527,5 @@ class GradientClipping(PreservesType, StatelessPointwise):
             raise ValueError(f"GradientClipping expected a positive clip_value; got {clip_value!r}.")
         self.clip_value = float(clip_value)
 
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+    def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         return x.apply_values_masked(_ClipGradient.apply, self.clip_value)
-
-
-def register_layers(registry: LayerRegistry) -> None:
-    aliases = {"StopGradient": ("Detach",)}
-    for name in __all__:
-        registry.add(globals()[name], aliases=aliases.get(name, ()))
-
-
-def _double(v: torch.Tensor) -> torch.Tensor:
-    return v * 2
-
-
-def example_layers() -> list[LayerExample]:
-    return [
-        LayerExample(Identity(), (3,), random_mask=True),
-        LayerExample(Cast(torch.float64), (3,), random_mask=True, name="Cast(float64)"),
-        LayerExample(Cast(torch.int32), (2, 3), random_mask=True, name="Cast(int32)"),
-        LayerExample(MaskInvalid(), (3,), random_mask=True),
-        LayerExample(Emit(), (3,), random_mask=True),
-        LayerExample(NamedEmit("features"), (3,), random_mask=True),
-        LayerExample(Lambda("tanh", mask_required=False), (3,), random_mask=True, name="Lambda(tanh)"),
-        LayerExample(Lambda(_double, mask_required=False), (2, 3), config_round_trip=False, name="Lambda(fn)"),
-        LayerExample(Logging(prefix="example"), (3,), random_mask=True),
-        LayerExample(ApplySharding((None, "data", "model")), (3,), random_mask=True),
-        LayerExample(CheckpointName("features"), (3,), random_mask=True),
-        LayerExample(OptimizationBarrier(), (3,), random_mask=True),
-        # Autograd cannot measure the receptive field through detach().
-        LayerExample(StopGradient(), (3,), random_mask=True, contract={"test_receptive_field": False}),
-        LayerExample(GradientClipping(1.0), (3,), random_mask=True),
-    ]

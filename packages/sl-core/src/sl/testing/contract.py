@@ -9,7 +9,8 @@
    position change no valid output (layer and step).
 5. ``batching``: garbage rows (NaN, mask True) added around the batch change nothing.
 6. ``spec`` / ``state``: outputs match ``get_output_spec``; the state keeps its
-   structure, shapes and dtypes across steps.
+   structure, shapes and dtypes across steps. ``empty_step``: a 0-length block
+   steps to a 0-length output and a state of the same structure.
 7. ``receptive_field``: the declared receptive field equals the Jacobian's.
    ``latency``: when ``step`` disagrees with ``layer`` but would agree under a
    different output latency, the declared latency is wrong (reported instead of
@@ -31,8 +32,9 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from sl.errors import SpecMismatchError
 from sl.layer import SequenceLayer
-from sl.stepping import step_by_step
+from sl.stepping import run_steps
 from sl.testing.sequences import fill_invalid, garbage_value, sequences_close
 from sl.types import ChannelSpec, Constants, Sequence, State
 
@@ -47,6 +49,7 @@ CHECKS = (
     "batching",
     "spec",
     "state",
+    "empty_step",
     "receptive_field",
     "compile",
 )
@@ -58,10 +61,6 @@ class ContractViolation(AssertionError):
     def __init__(self, check: str, layer: SequenceLayer, message: str) -> None:
         self.check = check
         super().__init__(f"[{check}] {type(layer).__name__}: {message}")
-
-
-def _is_seq(x: Any) -> bool:
-    return isinstance(x, Sequence)
 
 
 def _floating(dtype: torch.dtype) -> bool:
@@ -135,12 +134,12 @@ def _run_step(
     with _fork_rng(seed):
         state0 = layer.get_initial_state(x.values.shape[0], x.channel_spec, training=training, constants=constants)
         if step_fn is None:
-            y, state = step_by_step(  # type: ignore[misc]
+            y, state, _ = run_steps(
                 layer,
                 x,
+                state0,
+                block=layer.block_size * blocks_per_step,
                 training=training,
-                initial_state=state0,
-                blocks_per_step=blocks_per_step,
                 constants=constants,
                 stream_constants=stream_constants,
             )
@@ -188,8 +187,9 @@ def _find_output_latency(
     c = _pad_constants(constants, flush) if stream_constants else constants
     try:
         with _fork_rng(seed):
-            y_raw, _ = step_by_step(  # type: ignore[misc]
-                layer, xp, training=training, constants=c, stream_constants=stream_constants
+            state0 = layer.get_initial_state(xp.values.shape[0], xp.channel_spec, training=training, constants=c)
+            y_raw, _, _ = run_steps(
+                layer, xp, state0, block=block, training=training, constants=c, stream_constants=stream_constants
             )
     except Exception:
         return None
@@ -239,6 +239,30 @@ def _check_state(layer: SequenceLayer, initial: State, final: State) -> None:
             raise ContractViolation(
                 "state", layer, f"state leaf {i} changed from (shape, dtype) {a} to {b} while stepping"
             )
+
+
+def _check_empty_step(
+    layer: SequenceLayer, x: Sequence, training: bool, constants: Constants | None, stream_constants: bool, seed: int
+) -> None:
+    """A 0-length block is a valid step (a stream can deliver nothing): no output, same state."""
+    empty = x[:, :0]
+    c = constants
+    if stream_constants and constants is not None:
+        c = {k: (v[:, :0] if isinstance(v, Sequence) else v) for k, v in constants.items()}
+    with _fork_rng(seed):
+        state0 = layer.get_initial_state(x.values.shape[0], x.channel_spec, training=training, constants=constants)
+        try:
+            y, state1 = layer.step(empty, state0, training=training, constants=c)
+        except Exception as e:
+            raise ContractViolation(
+                "empty_step", layer, f"step on a 0-length block raised {type(e).__name__}: {e}"
+            ) from e
+    if y.values.shape[1] != 0:
+        raise ContractViolation("empty_step", layer, f"step on a 0-length block returned {y.values.shape[1]} steps")
+    try:
+        _check_state(layer, state0, state1)
+    except ContractViolation as e:
+        raise ContractViolation("empty_step", layer, f"after a 0-length block: {e}") from e
 
 
 def _output_cotangent(y: Sequence) -> torch.Tensor:
@@ -420,10 +444,8 @@ def verify_contract(
     # Layer pass and its spec.
     try:
         y = _run_layer(layer, x, training, constants, seed).mask_invalid()
-    except ValueError as e:
-        if "declares" in str(e) and "channel shape" in str(e):  # the base class's output-shape check
-            raise ContractViolation("spec", layer, str(e)) from e
-        raise
+    except SpecMismatchError as e:  # the base class's output checks
+        raise ContractViolation("spec", layer, str(e)) from e
     spec = layer.get_output_spec(x.channel_spec, constants=constants)
     if y.channel_shape != tuple(spec.shape) or y.dtype != spec.dtype:
         raise ContractViolation(
@@ -466,6 +488,7 @@ def verify_contract(
     if layer.supports_step:
         y_step, state0, state1 = _run_step(layer, x, training, constants, stream_constants, 1, seed)
         _check_state(layer, state0, state1)
+        _check_empty_step(layer, x, training, constants, stream_constants, seed)
         if y_step.channel_spec != y.channel_spec:
             raise ContractViolation("spec", layer, f"step output spec {y_step.channel_spec} != layer {y.channel_spec}")
         if not sequences_close(y, y_step, rtol=rtol, atol=atol)[0]:

@@ -1,4 +1,4 @@
-"""Combining several sequences into one: :class:`CombinationMode` and ``sequence_broadcast_*``.
+"""Merging several sequences into one: :class:`CombinationMode` and ``sequence_broadcast_*``.
 
 Used by ``Parallel``, ``ParallelChannels`` and ``Bidirectional``. Semantics follow the
 reference (``sequence_layers/jax/utils.py``):
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from sl.types import MaskedSequence, Sequence
+from sl.validation import coerce_enum
 
 __all__ = [
     "CombinationMode",
@@ -65,27 +66,7 @@ class CombinationMode(str, enum.Enum):
 
     @classmethod
     def coerce(cls, value: Any) -> CombinationMode:
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= len(_REFERENCE_ORDER):
-            return _REFERENCE_ORDER[value - 1]
-        if isinstance(value, str):
-            for member in cls:
-                if value.lower() in (member.value, member.name.lower()):
-                    return member
-        raise ValueError(
-            f"Unknown CombinationMode {value!r}; expected one of {[m.name for m in cls]} "
-            "(or the reference's integer values 1-5)."
-        )
-
-
-_REFERENCE_ORDER = (
-    CombinationMode.STACK,
-    CombinationMode.CONCAT,
-    CombinationMode.ADD,
-    CombinationMode.MEAN,
-    CombinationMode.PRODUCT,
-)
+        return coerce_enum(cls, value, owner="CombinationMode", arg="the combination", numbered=True)
 
 
 def combine_mask(*masks: torch.Tensor) -> torch.Tensor:
@@ -138,8 +119,8 @@ def _result(seqs: tuple[Sequence, ...], values: torch.Tensor) -> Sequence:
         mask = mask.expand(b, t)
     same = all(m is masks[0] for m in masks[1:])
     if same and all(isinstance(s, MaskedSequence) for s in seqs):
-        return MaskedSequence(values, mask)
-    return Sequence(values, mask)
+        return MaskedSequence._trusted(values, mask)
+    return Sequence._trusted(values, mask)
 
 
 def _common_dtype(values: list[torch.Tensor]) -> torch.dtype:
@@ -172,7 +153,7 @@ def sequence_broadcast_mean(*seqs: Sequence) -> Sequence:
     values = total.values
     if not (values.is_floating_point() or values.is_complex()):
         values = values.to(torch.get_default_dtype())
-    return type(total)(values / len(seqs), total.mask)
+    return type(total)._trusted(values / len(seqs), total.mask)
 
 
 def sequence_broadcast_stack(*seqs: Sequence) -> Sequence:

@@ -1,0 +1,204 @@
+"""The shared test suite every package (and third-party plugin) runs over its registered examples.
+
+A package's ``tests/test_examples.py`` is a few lines::
+
+    import pytest
+    from sl.testing import suite
+
+    PLUGIN = "conv"
+
+    @pytest.mark.parametrize("case", suite.contract_cases(PLUGIN))
+    def test_contract(case):
+        suite.run_contract_case(case)
+
+    @pytest.mark.parametrize("example", suite.steppable_examples(PLUGIN))
+    def test_step_compiles(example):
+        suite.check_step_compiles(example)
+
+    @pytest.mark.parametrize("example", suite.steppable_examples(PLUGIN))
+    def test_step_exports(example):
+        suite.check_step_exports(example)
+
+    def test_plugin_installed():
+        suite.check_plugin_installed(PLUGIN, distribution="sl-conv", module="sl_conv")
+
+so tests iterate the registry's examples (``examples.py``) instead of keeping tables
+of their own. Each example runs :func:`verify_contract` in float32 with its declared
+input, again with random non-contiguous masks (lengths 0 included), and in bfloat16
+(parameters and input), and its config round-trips; steppable examples compile with
+``torch.compile(fullgraph=True, dynamic=True)`` and export with ``torch.export``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import types
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from sl import registry
+from sl.registry import LayerExample
+from sl.testing.conformance import check_config_round_trip, example_input
+from sl.testing.contract import verify_contract
+from sl.testing.dtypes import tolerances
+
+__all__ = [
+    "ContractCase",
+    "check_plugin_installed",
+    "check_step_compiles",
+    "check_step_exports",
+    "contract_cases",
+    "run_contract_case",
+    "steppable_examples",
+]
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+@dataclasses.dataclass
+class ContractCase:
+    """One ``verify_contract`` run of one example: its dtype and mask kind."""
+
+    plugin: str
+    example: LayerExample
+    dtype: torch.dtype
+    random_mask: bool
+
+    def __str__(self) -> str:
+        mask = "random_mask" if self.random_mask else "lengths"
+        return f"{self.example.label}-{str(self.dtype).removeprefix('torch.')}-{mask}"
+
+
+def _floating_input(example: LayerExample) -> bool:
+    dtype = example.dtype or (torch.int64 if example.int_high is not None else torch.float32)
+    return dtype.is_floating_point
+
+
+def contract_cases(plugin: str) -> list[Any]:
+    """pytest params: every example of ``plugin`` in float32 (declared and random masks) and in
+    each low-precision dtype of ``example.dtypes``."""
+    import pytest
+
+    out = []
+    for name, example in registry.examples(plugin):
+        variants = [(torch.float32, example.random_mask)]
+        if not example.random_mask:
+            variants.append((torch.float32, True))
+        variants += [(d, True) for d in example.dtypes if d in _LOW_PRECISION and _floating_input(example)]
+        for dtype, random_mask in variants:
+            case = ContractCase(name, example, dtype, random_mask)
+            out.append(pytest.param(case, id=str(case)))
+    return out
+
+
+def run_contract_case(case: ContractCase) -> None:
+    """``verify_contract`` for one case; float32 cases with the declared mask also check the config round trip."""
+    example = case.example
+    layer = example.layer
+    contract = dict(example.contract)
+    x, constants = example_input(example, random_mask=case.random_mask)
+    if case.dtype in _LOW_PRECISION:
+        layer = copy.deepcopy(layer).to(case.dtype)
+        x = x.to(case.dtype)
+        low = tolerances(case.dtype)
+        for key, value in low.items():
+            contract[key] = max(contract.get(key, 0.0), value)
+        # The receptive field does not depend on the dtype, and low precision blurs the Jacobian.
+        contract["test_receptive_field"] = False
+    layer.train(example.training)
+    torch.manual_seed(0)
+    y = verify_contract(layer, x, training=example.training, constants=constants, **contract)
+    if case.dtype in _LOW_PRECISION:
+        expected = layer.get_output_spec(x.channel_spec, constants=constants).dtype
+        assert y.dtype == expected, f"{example.label}: output dtype {y.dtype}, declared {expected}"
+    if case.dtype == torch.float32 and case.random_mask == example.random_mask and example.config_round_trip:
+        check_config_round_trip(example)
+
+
+def steppable_examples(plugin: str) -> list[Any]:
+    """pytest params: the examples of ``plugin`` that can step (compile and export checks)."""
+    import pytest
+
+    return [
+        pytest.param(ex, id=ex.label)
+        for _, ex in registry.examples(plugin)
+        if ex.layer.supports_step and not ex.contract.get("stream_constants") and not ex.training
+    ]
+
+
+def _fresh_step_fn(layer: Any, constants: Any) -> Any:
+    def step_fn(xb: Any, state: Any) -> Any:
+        return layer.step(xb, state, training=False, constants=constants)
+
+    # A new code object per layer, so dynamo's per-code cache never hits its limit.
+    return types.FunctionType(step_fn.__code__.replace(), step_fn.__globals__, "step_fn", None, step_fn.__closure__)
+
+
+def check_step_compiles(example: LayerExample, *, backend: str = "eager") -> None:
+    """``step`` under ``torch.compile(fullgraph=True, dynamic=True)`` equals eager ``step`` for two
+    block lengths (symbolic sizes: shape arithmetic in ``step`` must stay traceable)."""
+    layer = example.layer.eval()
+    x, constants = example_input(example)
+    block = layer.block_size
+    x = x.pad_to_multiple(3 * block)
+    compiled = torch.compile(_fresh_step_fn(layer, constants), fullgraph=True, dynamic=True, backend=backend)
+    state = eager_state = layer.get_initial_state(x.values.shape[0], x.channel_spec, constants=constants)
+    for start, stop in ((0, block), (block, 3 * block)):
+        y, state = compiled(x[:, start:stop], state)
+        y_eager, eager_state = layer.step(x[:, start:stop], eager_state, constants=constants)
+        assert torch.equal(y.mask, y_eager.mask), f"{example.label}: compiled step mask differs"
+        torch.testing.assert_close(y.values, y_eager.values, equal_nan=True)
+
+
+class _Stepper(torch.nn.Module):
+    """One step as a module: what a deployment exports (input block and state in, out)."""
+
+    def __init__(self, layer: Any, constants: Any) -> None:
+        super().__init__()
+        self.layer = layer
+        self.constants = constants
+
+    def forward(self, x: Any, state: Any) -> Any:
+        return self.layer.step(x, state, training=False, constants=self.constants)
+
+
+def check_step_exports(example: LayerExample) -> None:
+    """``torch.export`` of one ``step`` runs and equals eager ``step``."""
+    layer = example.layer.eval()
+    x, constants = example_input(example)
+    x = x.pad_to_multiple(layer.block_size)[:, : layer.block_size]
+    state = layer.get_initial_state(x.values.shape[0], x.channel_spec, constants=constants)
+    program = torch.export.export(_Stepper(layer, constants), (x, state))
+    y, new_state = program.module()(x, state)
+    y_eager, eager_state = layer.step(x, state, constants=constants)
+    assert torch.equal(y.mask, y_eager.mask), f"{example.label}: exported step mask differs"
+    torch.testing.assert_close(y.values, y_eager.values, equal_nan=True)
+    pytree.tree_map(torch.testing.assert_close, new_state, eager_state)
+
+
+def check_plugin_installed(plugin: str, *, distribution: str, module: str) -> None:
+    """The plugin is discovered from its entry point, loads, registers layers that its package
+    exports from its top level, resolves as ``sl.<plugin>.<Name>``, and passes ``sl check``."""
+    import sl
+    from sl.testing.conformance import declaration_problems
+
+    info = {p.name: p for p in registry.plugins()}
+    assert plugin in info, f"plugin {plugin!r} not found; loaded: {sorted(info)}"
+    assert info[plugin].ok, info[plugin].error
+    assert info[plugin].distribution == distribution, info[plugin].distribution
+    namespace = getattr(sl, plugin)
+    assert repr(namespace) == f"<sl plugin namespace {plugin!r}>"
+    package = importlib.import_module(module)
+    layers = registry.plugin_layers(plugin)
+    assert layers, f"plugin {plugin!r} registers no layers"
+    primary = registry.primary_names()
+    for name, cls in layers.items():
+        assert getattr(namespace, name) is cls
+        main = primary[cls].split(":", 1)[1]
+        assert getattr(package, main, None) is cls, f"{module} does not export {main} at its top level"
+    problems = declaration_problems(plugin)
+    assert not problems, "; ".join(f"{p.label}: {p.error}" for p in problems)

@@ -1,0 +1,28 @@
+"""The shared suite over every example sl-recurrent registers (sl.testing.suite): the contract in
+float32 and bfloat16 with contiguous and random masks, config round trips, compiled and
+exported steps, and the plugin's installation."""
+
+import pytest
+
+from sl.testing import suite
+
+PLUGIN = "recurrent"
+
+
+@pytest.mark.parametrize("case", suite.contract_cases(PLUGIN))
+def test_contract(case):
+    suite.run_contract_case(case)
+
+
+@pytest.mark.parametrize("example", suite.steppable_examples(PLUGIN))
+def test_step_compiles(example):
+    suite.check_step_compiles(example)
+
+
+@pytest.mark.parametrize("example", suite.steppable_examples(PLUGIN))
+def test_step_exports(example):
+    suite.check_step_exports(example)
+
+
+def test_plugin_installed():
+    suite.check_plugin_installed(PLUGIN, distribution="sl-recurrent", module="sl_recurrent")
