@@ -543,7 +543,7 @@ def _other_cases() -> list[LayerCase]:
             [
                 Config(
                     f"3x5, bias={b}",
-                    ref("EmbeddingTranspose", embedding=_ref_embedding(5, 3), bias=b),
+                    ref("EmbeddingTranspose", embedding=_ref_embedding(5, 3), use_bias=b),
                     ours("EmbeddingTranspose", ours("Embedding", num_embeddings=3, dimension=5), bias=b),
                     (5,),
                 )
