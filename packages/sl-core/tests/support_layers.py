@@ -82,25 +82,6 @@ class Decimate(sl.PreservesType, sl.PreservesShape, sl.Stateless):
 # -- test-only layers for the combinator tests ------------------------------------------
 
 
-class RepeatUpsample(sl.PreservesType, sl.PreservesShape, sl.Stateless):
-    """Repeats every step ``rate`` times (ratio ``rate``, block size 1)."""
-
-    def __init__(self, rate: int = 2) -> None:
-        super().__init__()
-        self.rate = rate
-
-    @property
-    def output_ratio(self) -> fractions.Fraction:
-        return fractions.Fraction(self.rate)
-
-    @property
-    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
-        return dict.fromkeys(range(self.rate), (0, 0))
-
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
-        return type(x)(x.values.repeat_interleave(self.rate, dim=1), x.mask.repeat_interleave(self.rate, dim=1))
-
-
 class ReverseFIR(sl.PreservesType, sl.PreservesShape, sl.SequenceLayer):
     """Lookahead filter y[t] = sum_k w[k] * x[t + k]: input/output latency ``taps - 1``.
 
@@ -159,44 +140,6 @@ class ReverseFIR(sl.PreservesType, sl.PreservesShape, sl.SequenceLayer):
         y = Sequence(self._fir(pv, t), pm[:, :t]).mask_invalid()
         n = self.taps - 1
         return y, (pv[:, pv.shape[1] - n :], pm[:, pm.shape[1] - n :])
-
-
-class Scale(sl.PreservesType, sl.StatelessPointwise):
-    """y = scale * x with a learnable scalar."""
-
-    def __init__(self, scale: float = 2.0) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(float(scale)))
-
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
-        return x.apply_values(lambda v: v * self.scale.to(v.dtype))
-
-
-class Widen(sl.PreservesType, sl.Stateless):
-    """Maps channels C -> ``features`` with a learnable matrix (changes the channel shape)."""
-
-    def __init__(self, in_features: int, features: int) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(features, in_features) / in_features**0.5)
-
-    def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
-        return (*tuple(input_shape)[:-1], self.weight.shape[0])
-
-    def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
-        return x.apply_values(lambda v: torch.nn.functional.linear(v, self.weight.to(v.dtype)))
-
-
-class Tap(sl.PreservesType, sl.PreservesShape, sl.StatelessEmitting):
-    """Identity that emits its input under ``name``."""
-
-    def __init__(self, name: str = "tap") -> None:
-        super().__init__()
-        self.name = name
-
-    def layer_with_emits(
-        self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None
-    ) -> tuple[Sequence, dict[str, Sequence]]:
-        return x, {self.name: x}
 
 
 class MutateConstants(sl.PreservesType, sl.StatelessPointwise):

@@ -1,11 +1,11 @@
-"""Tests for sl.combination: CombinationMode and the sequence_broadcast_* helpers."""
+"""Tests for sl.merging: CombinationMode and the sequence_broadcast_* helpers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sl.combination import (
+from sl.merging import (
     CombinationMode,
     combine_mask,
     sequence_broadcast_add,
@@ -107,9 +107,9 @@ def test_coerce():
     assert CombinationMode.coerce("concat") is CombinationMode.CONCAT
     assert CombinationMode.coerce(3) is CombinationMode.ADD  # reference integer value
     assert CombinationMode.coerce(CombinationMode.MEAN) is CombinationMode.MEAN
-    with pytest.raises(ValueError, match="Unknown CombinationMode"):
+    with pytest.raises(ValueError, match="CombinationMode expects"):
         CombinationMode.coerce("sum")
-    with pytest.raises(ValueError, match="Unknown CombinationMode"):
+    with pytest.raises(ValueError, match="CombinationMode expects"):
         CombinationMode.coerce(7)
 
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sl import composition as c
+from sl import composition_rules as c
 
 F = fractions.Fraction
 

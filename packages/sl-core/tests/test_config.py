@@ -56,7 +56,7 @@ def _args(layer):
 
 def _round_trip(layer):
     text = json.dumps(layer.get_config())
-    return sl.from_config(json.loads(text))
+    return sl.from_config(json.loads(text), allow_import=True)  # the test layers are not registered
 
 
 # -- value encoding ------------------------------------------------------------------------------
@@ -87,7 +87,8 @@ def _round_trip(layer):
         (np.float32(0.5), 0.5),
         (np.int64(7), 7),
     ],
-    ids=repr,
+    # Stable ids (no object addresses), so pytest-xdist workers collect the same tests.
+    ids=lambda v: getattr(v, "__qualname__", None) or repr(v),
 )
 def test_encode_decode(value, encoded):
     enc = encode_value(value, where="T.arg")
@@ -181,9 +182,9 @@ def test_nested_registered_layers_round_trip():
 
 def test_class_from_config_checks_type():
     cfg = sl.Serial(CausalFIR(2)).get_config()
-    assert type(sl.combinators.Serial.from_config(cfg)) is sl.combinators.Serial
+    assert type(sl.combinators.Serial.from_config(cfg, allow_import=True)) is sl.combinators.Serial
     with pytest.raises(ValueError, match="describes Serial, not Kitchen"):
-        Kitchen.from_config(cfg)
+        Kitchen.from_config(cfg, allow_import=True)
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -203,16 +204,16 @@ def test_unserialisable_argument_names_layer_and_argument():
 
 
 def test_unknown_type():
-    with pytest.raises(KeyError, match="No layer named 'NoSuchLayer' is registered"):
+    with pytest.raises(ValueError, match="not a registered layer: No layer named 'NoSuchLayer' is registered"):
         sl.from_config({"type": "NoSuchLayer"})
-    with pytest.raises(KeyError, match="Did you mean Serial"):
+    with pytest.raises(ValueError, match="Did you mean Serial"):
         sl.from_config({"type": "Seriall"})
     with pytest.raises(ValueError, match="could not be imported"):
-        sl.from_config({"type": "no_such_module.sub:Thing"})
+        sl.from_config({"type": "no_such_module.sub:Thing"}, allow_import=True)
     with pytest.raises(ValueError, match="could not be imported"):
-        sl.from_config({"type": "no_such_module:Thing"})
+        sl.from_config({"type": "no_such_module:Thing"}, allow_import=True)
     with pytest.raises(ValueError, match="does not name a SequenceLayer"):
-        sl.from_config({"type": "collections:OrderedDict"})
+        sl.from_config({"type": "collections:OrderedDict"}, allow_import=True)
 
 
 @pytest.mark.parametrize("bad", [None, [], {"features": 2}, {"type": 3}])
@@ -223,19 +224,125 @@ def test_malformed_config(bad):
 
 def test_bad_fields():
     cfg = Kitchen(2).get_config()
-    with pytest.raises(ValueError, match=r"Config for Kitchen has unknown field\(s\) \['bogus'\]"):
-        sl.from_config({**cfg, "bogus": 1})
+    with pytest.raises(
+        TypeError, match=r"Could not build Kitchen from config: Kitchen\(\) got an unexpected keyword argument 'bogus'"
+    ):
+        sl.from_config({**cfg, "bogus": 1}, allow_import=True)
     missing = {k: v for k, v in cfg.items() if k != "features"}
     with pytest.raises(TypeError, match="Could not build Kitchen from config"):
-        sl.from_config(missing)
+        sl.from_config(missing, allow_import=True)
     with pytest.raises(ValueError, match="unknown dtype 'float99'"):
-        sl.from_config({**cfg, "dtype": {"__dtype__": "float99"}})
+        sl.from_config({**cfg, "dtype": {"__dtype__": "float99"}}, allow_import=True)
     with pytest.raises(ValueError, match="Unknown activation 'nope'"):
-        sl.from_config({**cfg, "activation": {"__fn__": "nope"}})
+        sl.from_config({**cfg, "activation": {"__fn__": "nope"}}, allow_import=True)
     with pytest.raises(ValueError, match="Could not build Kitchen from config"):
-        sl.from_config({**cfg, "mode": "sideways"})
+        sl.from_config({**cfg, "mode": "sideways"}, allow_import=True)
 
 
 def test_capture_reports_bad_constructor_call():
     with pytest.raises(TypeError, match=r"Kitchen\(\)"):
         Kitchen(1, 2, 3)  # type: ignore[misc]
+
+
+# -- configs from strangers -------------------------------------------------------------------------
+
+
+def test_import_paths_need_an_explicit_opt_in_checked_before_importing(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_module.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport sl\nclass Layer(sl.Identity):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="allow_import=True"):
+        sl.from_config({"type": "evil_module:Layer"})
+    assert not marker.exists()  # refused before anything was imported
+    # Nested configs are held to the same rule.
+    with pytest.raises(ValueError, match="allow_import=True"):
+        sl.from_config({"type": "Serial", "layers": [{"type": "evil_module:Layer"}]})
+    assert not marker.exists()
+    for bad in ("evil_module:_Private", "evil-module:Layer", "evil_module:Layer.__init__", "os:system;"):
+        with pytest.raises(ValueError):
+            sl.from_config({"type": bad}, allow_import=True)
+    assert not marker.exists()
+    assert type(sl.from_config({"type": "evil_module:Layer"}, allow_import=True)).__name__ == "Layer"
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("name", ["sl.layer:SequenceLayer", "sl.layer:Stateless", "sl.layer:StatelessPointwise"])
+def test_abstract_bases_are_not_layers(name):
+    with pytest.raises(ValueError, match="abstract base class or mixin"):
+        sl.from_config({"type": name}, allow_import=True)
+
+
+def test_private_classes_are_refused():
+    with pytest.raises(ValueError, match="private class"):
+        sl.from_config({"type": "sl.layers.time_varying:_TimeVaryingDense"}, allow_import=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, (lambda: 0), float("nan"), float("inf"), b"bytes", object(), torch.zeros(1)],
+    ids=["set", "function", "nan", "inf", "bytes", "object", "tensor"],
+)
+def test_non_json_values_are_refused(value):
+    with pytest.raises(ValueError, match="JSON"):
+        sl.from_config({"type": "Dense", "in_features": 2, "features": value})
+
+
+def test_deep_nesting_and_huge_documents_are_refused():
+    deep: object = 1
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nests deeper"):
+        sl.from_config({"type": "Scale", "scale": deep})
+    with pytest.raises(ValueError, match="characters long"):
+        sl.from_config({"type": "NamedEmit", "emit_name": "x" * 1_000_000})
+    with pytest.raises(ValueError, match="more than"):
+        sl.from_config({"type": "Scale", "scale": [0.0] * 2_000_000})
+
+
+def test_absurd_sizes_are_refused_without_allocating():
+    config = {"type": "Dense", "in_features": 1_000_000, "features": 1_000_000}
+    with pytest.raises(ValueError, match=r"would allocate 1,000,001,000,000 parameter.*max_parameters"):
+        sl.from_config(config)
+    nested = {"type": "Serial", "layers": [{"type": "Embedding", "num_embeddings": 10**9, "dimension": 64}]}
+    with pytest.raises(ValueError, match="max_parameters"):
+        sl.from_config(nested)
+    small = sl.from_config({"type": "Dense", "in_features": 1000, "features": 1000}, max_parameters=2_000_000)
+    assert small.weight.shape == (1000, 1000) and small.weight.device.type == "cpu"
+    with pytest.raises(ValueError, match="max_parameters=1,000"):
+        sl.from_config({"type": "Dense", "in_features": 100, "features": 100}, max_parameters=1000)
+
+
+def test_torch_style_keyword_names_get_ours():
+    with pytest.raises(
+        TypeError, match=r"Dense\(\) got an unexpected keyword argument 'out_features'. sl calls it 'features'"
+    ):
+        sl.Dense(in_features=4, out_features=3)
+    with pytest.raises(TypeError, match="sl calls it 'bias'"):
+        sl.Dense(4, 3, use_bias=False)
+    with pytest.raises(TypeError, match="sl calls it 'axis'"):
+        sl.Softmax(dim=-1)
+    with pytest.raises(TypeError, match="Did you mean 'features'"):
+        sl.Dense(4, featuers=3)
+
+
+def test_config_and_repr_show_the_real_parameter_dtype():
+    layer = sl.Dense(4, 3)
+    assert layer.get_config()["dtype"] is None
+    layer = layer.to(torch.bfloat16)
+    assert layer.get_config()["dtype"] == {"__dtype__": "bfloat16"}
+    assert "dtype=torch.bfloat16" in repr(layer)
+    rebuilt = sl.from_config(layer.get_config())
+    assert rebuilt.weight.dtype == torch.bfloat16
+
+
+def test_layer_without_init_saves_its_config():
+    class Doubler(sl.StatelessPointwise):
+        def layer(self, x, *, training, constants=None):
+            return x.apply_values(lambda v: v * 2)
+
+        def get_output_dtype(self, input_dtype, *, constants=None):
+            return input_dtype
+
+    assert Doubler().get_config() == {"type": f"{__name__}:test_layer_without_init_saves_its_config.<locals>.Doubler"}

@@ -12,17 +12,17 @@ import torch.nn.functional as F
 
 import sl
 from sl.layers import dense as dn
-from sl.testing import check_example, random_sequence, tolerances, verify_contract
+from sl.testing import random_sequence, tolerances, verify_contract
 from sl.types import MaskedSequence, Sequence
 
 # name -> (factory, channel shape)
 LAYERS: dict[str, tuple[Callable[..., sl.SequenceLayer], tuple[int, ...]]] = {
     "Dense": (lambda **kw: dn.Dense(4, 3, **kw), (4,)),
-    "Dense(rank 2, no bias)": (lambda **kw: dn.Dense(3, 5, use_bias=False, **kw), (2, 3)),
+    "Dense(rank 2, no bias)": (lambda **kw: dn.Dense(3, 5, bias=False, **kw), (2, 3)),
     "Dense(relu)": (lambda **kw: dn.Dense(4, 2, activation="relu", **kw), (4,)),
     "Dense(silu fn)": (lambda **kw: dn.Dense(4, 2, activation=F.silu, **kw), (4,)),
     "DenseShaped": (lambda **kw: dn.DenseShaped((2, 3), (4, 2), **kw), (2, 3)),
-    "DenseShaped(scalar in)": (lambda **kw: dn.DenseShaped((), (3,), use_bias=False, **kw), ()),
+    "DenseShaped(scalar in)": (lambda **kw: dn.DenseShaped((), (3,), bias=False, **kw), ()),
     "DenseShaped(scalar out)": (lambda **kw: dn.DenseShaped(3, (), activation="tanh", **kw), (3,)),
     "EinsumDense": (lambda **kw: dn.EinsumDense("...ab,bc->...ac", (2, 3), (None, 4), bias_axes="c", **kw), (2, 3)),
     "EinsumDense(reduce)": (
@@ -91,11 +91,6 @@ def test_dtype_promotion() -> None:
     assert verify_contract(layer, xi).dtype == torch.float32
 
 
-@pytest.mark.parametrize("example", dn.example_layers(), ids=lambda e: e.label)
-def test_examples(example: sl.LayerExample) -> None:
-    check_example(example)
-
-
 @pytest.mark.parametrize("name", dn.__all__)
 def test_registry(name: str) -> None:
     cls = getattr(dn, name)
@@ -105,7 +100,7 @@ def test_registry(name: str) -> None:
 
 def test_config_round_trip() -> None:
     for layer in (
-        dn.Dense(4, 3, use_bias=False, activation="gelu", compute_dtype=torch.bfloat16),
+        dn.Dense(4, 3, bias=False, activation="gelu", compute_dtype=torch.bfloat16),
         dn.Dense(4, 3, activation=F.silu),
         dn.DenseShaped((2, 3), [4]),
         dn.EinsumDense("...ab,bc->...ac", (2, 3), (None, 4), bias_axes="c", activation=torch.tanh),
@@ -128,7 +123,7 @@ def _param_shapes(layer: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 def test_parameter_layouts() -> None:
     assert _param_shapes(dn.Dense(4, 3)) == {"weight": (3, 4), "bias": (3,)}
-    assert _param_shapes(dn.Dense(4, 3, use_bias=False)) == {"weight": (3, 4)}
+    assert _param_shapes(dn.Dense(4, 3, bias=False)) == {"weight": (3, 4)}
     assert _param_shapes(dn.DenseShaped((2, 3), (4, 5))) == {"weight": (4, 5, 2, 3), "bias": (4, 5)}
     assert _param_shapes(dn.DenseShaped((), (4,))) == {"weight": (4, 1), "bias": (4,)}
     assert _param_shapes(dn.DenseShaped((3,), ())) == {"weight": (1, 3), "bias": (1,)}
@@ -204,15 +199,15 @@ def test_einsum_dense_numerics() -> None:
 def test_masked_state() -> None:
     x = random_sequence(2, 6, 4, random_mask=True)
     assert isinstance(x, MaskedSequence)
-    assert type(dn.Dense(4, 3, use_bias=False).layer(x)) is MaskedSequence
+    assert type(dn.Dense(4, 3, bias=False).layer(x)) is MaskedSequence
     assert type(dn.Dense(4, 3).layer(x)) is Sequence
-    assert type(dn.Dense(4, 3, use_bias=False, activation="relu").layer(x)) is Sequence
-    assert type(dn.Dense(4, 3, use_bias=False).layer(x.unmask())) is Sequence
-    assert type(dn.DenseShaped(4, (2, 2), use_bias=False).layer(x)) is MaskedSequence
+    assert type(dn.Dense(4, 3, bias=False, activation="relu").layer(x)) is Sequence
+    assert type(dn.Dense(4, 3, bias=False).layer(x.unmask())) is Sequence
+    assert type(dn.DenseShaped(4, (2, 2), bias=False).layer(x)) is MaskedSequence
     assert type(dn.DenseShaped(4, (2, 2)).layer(x)) is Sequence
     assert type(dn.EinsumDense("...a,ab->...b", 4, [3]).layer(x)) is MaskedSequence
     assert type(dn.EinsumDense("...a,ab->...b", 4, [3], bias_axes="b").layer(x)) is Sequence
-    y = dn.Dense(4, 3, use_bias=False).layer(x)
+    y = dn.Dense(4, 3, bias=False).layer(x)
     assert bool((y.values[~y.mask] == 0).all())
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import sl
 from sl.layers import pointwise as pw
-from sl.testing import check_example, random_sequence, tolerances, verify_contract
+from sl.testing import random_sequence, tolerances, verify_contract
 from sl.types import MaskedSequence, Sequence
 
 # name -> (factory, channel shape, needs positive input)
@@ -20,7 +20,7 @@ LAYERS: dict[str, tuple[Callable[[], sl.SequenceLayer], tuple[int, ...], bool]] 
     "Abs": (pw.Abs, (4,), False),
     "Add": (lambda: pw.Add([0.5, -1.0, 2.0]), (2, 3), False),
     "Affine": (lambda: pw.Affine((3,)), (2, 3), False),
-    "Affine(no bias)": (lambda: pw.Affine((2, 1), use_bias=False), (2, 3), False),
+    "Affine(no bias)": (lambda: pw.Affine((2, 1), bias=False), (2, 3), False),
     "Affine(no scale)": (lambda: pw.Affine(use_scale=False), (4,), False),
     "Elu": (lambda: pw.Elu(0.7), (4,), False),
     "Exp": (pw.Exp, (4,), False),
@@ -101,21 +101,6 @@ def test_mixed_precision_params_and_inputs() -> None:
     xb = x.to(torch.bfloat16)
     for layer in (pw.PRelu(), pw.Snake(4), pw.Affine()):
         assert verify_contract(layer, xb, **tolerances(torch.bfloat16)).dtype == torch.bfloat16
-
-
-@pytest.mark.parametrize("example", pw.example_layers(), ids=lambda e: e.label)
-def test_examples(example: sl.LayerExample) -> None:
-    check_example(example)
-
-
-def test_every_layer_has_an_example() -> None:
-    covered = set()
-    for ex in pw.example_layers():
-        layer = ex.layer
-        covered.add(type(layer).__name__)
-        if isinstance(layer, sl.combinators.Serial):
-            covered.update(type(child).__name__ for child in layer)
-    assert set(pw.__all__) <= covered
 
 
 # -- registry ------------------------------------------------------------------------------
@@ -337,7 +322,7 @@ def test_parameters() -> None:
     }
     assert torch.equal(affine.scale, torch.ones(4, 3, dtype=torch.float64))
     assert torch.equal(affine.bias, torch.zeros(4, 3, dtype=torch.float64))
-    assert [n for n, _ in pw.Affine(use_bias=False).named_parameters()] == ["scale"]
+    assert [n for n, _ in pw.Affine(bias=False).named_parameters()] == ["scale"]
     assert [n for n, _ in pw.Affine(use_scale=False).named_parameters()] == ["bias"]
     prelu = pw.PRelu(0.2, device="cpu")
     assert prelu.negative_slope.shape == () and float(prelu.negative_slope) == pytest.approx(0.2)

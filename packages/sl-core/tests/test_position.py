@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import sl
-from sl.layers import position
 from sl.layers.position import AddTimingSignal, ApplyRotaryPositionalEncoding
-from sl.testing import check_example, random_sequence, tolerances, verify_contract
+from sl.testing import random_sequence, tolerances, verify_contract
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -238,8 +237,3 @@ def test_registry():
     assert sl.registry.get("ApplyRotaryPositionalEncoding") is ApplyRotaryPositionalEncoding
     assert sl.registry.get("RoPE") is ApplyRotaryPositionalEncoding
     assert sl.AddTimingSignal is AddTimingSignal
-
-
-@pytest.mark.parametrize("example", position.example_layers(), ids=lambda e: e.label)
-def test_examples(example):
-    check_example(example)

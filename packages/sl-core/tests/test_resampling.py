@@ -9,7 +9,7 @@ import torch
 
 import sl
 from sl.layers import resampling
-from sl.testing import check_example, random_sequence, tolerances, verify_contract
+from sl.testing import random_sequence, tolerances, verify_contract
 from sl.testing.sequences import assert_sequences_equal
 
 DTYPES = [torch.float32, torch.bfloat16]
@@ -88,7 +88,7 @@ def test_downsample1d_reference_values():
     # A length that is not a multiple of the rate keeps ceil(T / rate) steps (reference slicing).
     assert resampling.Downsample1D(4).layer(x).values.shape[1] == 2
     # Step-wise: block by block, flushed by input_latency.
-    ys, _ = sl.step_by_step(resampling.Downsample1D(2), x.pad_time(0, 1, valid=False))
+    ys, _ = sl.step_by_step(resampling.Downsample1D(2), x.pad_time(0, 1, valid=False), align_latency=False)
     assert_sequences_equal(ys, y)
 
 
@@ -147,11 +147,6 @@ def test_registry():
     for cls in (resampling.Downsample1D, resampling.Upsample1D, resampling.Upsample2D):
         assert sl.registry.get(cls.__name__) is cls
         assert getattr(sl, cls.__name__) is cls
-
-
-@pytest.mark.parametrize("example", resampling.example_layers(), ids=lambda e: e.label)
-def test_examples(example):
-    check_example(example)
 
 
 def test_upsample2d_config_round_trip():

@@ -29,7 +29,7 @@ from sl.layers.shape import (
     SwapAxes,
     Transpose,
 )
-from sl.testing import assert_sequences_equal, check_example, random_sequence, tolerances, verify_contract
+from sl.testing import assert_sequences_equal, random_sequence, tolerances, verify_contract
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -95,11 +95,6 @@ def test_global_layers_non_step_contract(layer: sl.SequenceLayer, channels: tupl
     # Padding the input changes the global shape, so padding invariance cannot apply (as in the reference),
     # and the output time length is not input length * output_ratio.
     verify_contract(layer, x, test_padding_invariance=False, test_output_length=False, **tolerances(dtype))
-
-
-@pytest.mark.parametrize("example", shape_layers.example_layers(), ids=lambda e: e.label)
-def test_examples(example: sl.LayerExample) -> None:
-    check_example(example)
 
 
 def test_registry() -> None:

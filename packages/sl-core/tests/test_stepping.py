@@ -2,7 +2,9 @@
 
 import pytest
 import torch
-from support_layers import CausalFIR, Decimate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support_layers import CausalFIR, Decimate, ReverseFIR
 
 import sl
 from sl.testing import assert_sequences_close, random_sequence
@@ -101,11 +103,82 @@ def test_state_checkpoint_mid_stream_resumes_identically():
 
     layer = sl.Serial(CausalFIR(3), sl.Delay(2), sl.AddTimingSignal(), Decimate(2))
     x = random_sequence(2, 12, 4)
-    full, _ = sl.step_by_step(layer, x)
-    first, state = sl.step_by_step(layer, x[:, :6])
+    # A stream continued across calls: raw step outputs (no latency flush in between).
+    full, _ = sl.step_by_step(layer, x, align_latency=False)
+    first, state = sl.step_by_step(layer, x[:, :6], align_latency=False)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
     restored = torch.load(buffer, weights_only=True)  # Sequences in state are safe to load
-    second, _ = sl.step_by_step(layer, x[:, 6:], initial_state=restored)
+    second, _ = sl.step_by_step(layer, x[:, 6:], initial_state=restored, align_latency=False)
     assert_sequences_close(full, first.concatenate(second), rtol=0, atol=0)
+
+
+# -- latency handled for the user: step_by_step and Streamer equal layer() ------------------------
+
+LATENCY_STACKS = {
+    "lookahead": lambda: sl.Serial(sl.Dense(4, 4), sl.Lookahead(2, preserve_length_in_layer=True)),
+    "reverse_fir": lambda: sl.Serial(ReverseFIR(3), CausalFIR(2)),
+    "delay_step_only": lambda: sl.Serial(sl.Delay(3, delay_layer_output=False), sl.Dense(4, 2)),
+    "decimate_after_delay": lambda: sl.Serial(sl.Delay(1, delay_layer_output=False), ReverseFIR(2), Decimate(2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATENCY_STACKS))
+def test_step_by_step_equals_layer_without_manual_padding(name):
+    layer = LATENCY_STACKS[name]()
+    assert layer.input_latency or layer.output_latency
+    x = random_sequence(2, 11, 4, random_mask=True)
+    y = layer.layer(x)
+    for blocks in (1, 2):
+        y_step, _ = sl.step_by_step(layer, x, blocks_per_step=blocks)
+        assert_sequences_close(y, y_step, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(LATENCY_STACKS))
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_streamer_equals_layer_for_any_chunking(name, data):
+    layer = LATENCY_STACKS[name]()
+    x = random_sequence(2, 13, 4, random_mask=True)
+    streamer = sl.Streamer(layer, 2, x.channel_spec)
+    outputs, start = [], 0
+    for size in data.draw(st.lists(st.integers(0, 5), max_size=8)):  # 0-length chunks included
+        outputs.append(streamer.push(x[:, start : start + size]))
+        start += size
+    outputs.append(streamer.push(x[:, start:]))
+    outputs.append(streamer.flush())
+    y_stream = sl.Sequence.concatenate_sequences(outputs)
+    assert_sequences_close(layer.layer(x), y_stream, rtol=1e-5, atol=1e-5)
+
+
+def test_streamer_resets_after_flush_and_checks_chunks():
+    layer = sl.Serial(ReverseFIR(3))
+    x = random_sequence(1, 6, 4)
+    streamer = sl.Streamer(layer, 1, x.channel_spec)
+    a = sl.Sequence.concatenate_sequences([streamer.push(x), streamer.flush()])
+    b = sl.Sequence.concatenate_sequences([streamer.push(x), streamer.flush()])
+    assert_sequences_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"Streamer for Serial expects chunks of batch 1 and channel spec \(4,\)"):
+        streamer.push(random_sequence(2, 3, 4))
+    with pytest.raises(ValueError, match="expects chunks"):
+        streamer.push(random_sequence(1, 3, 5))
+    with pytest.raises(ValueError, match="does not support step"):
+        sl.Streamer(sl.Bidirectional(sl.Identity(), sl.Identity()), 1, x.channel_spec)
+
+
+def test_streaming_runs_without_grad_unless_asked():
+    layer = sl.Serial(CausalFIR(3), sl.Dense(4, 4))
+    x = random_sequence(2, 6, 4)
+    y, state = sl.step_by_step(layer, x)
+    assert not y.values.requires_grad
+    assert not any(t.requires_grad for t in torch.utils._pytree.tree_leaves(state) if isinstance(t, torch.Tensor))
+    y, _ = sl.step_by_step(layer, x, grad=True)
+    assert y.values.requires_grad
+    streamer = sl.Streamer(layer, 2, x.channel_spec)
+    for _ in range(3):  # a live stream holds no graph, so memory does not grow with its length
+        assert not streamer.push(x).values.requires_grad
+        assert not any(
+            t.requires_grad for t in torch.utils._pytree.tree_leaves(streamer.state) if isinstance(t, torch.Tensor)
+        )
+    assert sl.Streamer(layer, 2, x.channel_spec, grad=True).push(x).values.requires_grad

@@ -7,7 +7,7 @@ import torch
 
 import sl
 from sl.layers import stochastic
-from sl.testing import check_example, random_sequence, tolerances, verify_contract
+from sl.testing import random_sequence, tolerances, verify_contract
 from sl.testing.sequences import assert_sequences_equal
 
 DTYPES = [torch.float32, torch.bfloat16]
@@ -194,11 +194,6 @@ def test_registry():
     for cls in (stochastic.Dropout, stochastic.AddNoise):
         assert sl.registry.get(cls.__name__) is cls
         assert getattr(sl, cls.__name__) is cls
-
-
-@pytest.mark.parametrize("example", stochastic.example_layers(), ids=lambda e: e.label)
-def test_examples(example):
-    check_example(example)
 
 
 def test_add_noise_config_round_trip():

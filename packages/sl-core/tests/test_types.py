@@ -13,9 +13,11 @@ from sl.testing import assert_sequences_equal, random_sequence
 from sl.types import ChannelSpec, MaskedSequence, PaddingMode, Sequence, sequence_mask
 
 
-def _seq(b=2, t=5, *c, lengths=(5, 3)):
+def _seq(b=2, t=5, *c, lengths=None):
     values = torch.arange(b * t * max(1, int(torch.tensor(c).prod()) if c else 1), dtype=torch.float32)
     values = values.reshape(b, t, *c) + 1.0
+    if lengths is None:
+        lengths = [t] + [max(0, t - 2)] * (b - 1)
     return Sequence.from_lengths(values, list(lengths))
 
 
@@ -28,6 +30,7 @@ def test_metadata():
     assert x.channel_shape == (3,) and x.channel_spec == ChannelSpec((3,), torch.float32)
     assert x.device == torch.device("cpu")
     assert torch.equal(x.lengths(), torch.tensor([5, 3]))
+    assert torch.equal(x.values, torch.arange(30.0).reshape(2, 5, 3) + 1)  # from_lengths keeps values
     assert "Sequence(shape=(2, 5, 3)" in repr(x)
     assert type(x) is Sequence and not isinstance(x, MaskedSequence)
     assert not hasattr(x, "__array__")
@@ -241,3 +244,41 @@ def test_torch_export_sl_layer():
 def test_sl_reexports():
     assert sl.Sequence is Sequence and sl.MaskedSequence is MaskedSequence
     assert sl.ChannelSpec is ChannelSpec and sl.sequence_mask is sequence_mask
+
+
+# -- validation the probing found missing -------------------------------------------------
+
+
+def test_mask_must_be_rank_2_on_the_values_device():
+    with pytest.raises(ValueError, match=r"rank-2 mask"):
+        Sequence(torch.zeros(2, 3, 4), torch.ones(2, 3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"rank-2 mask"):
+        Sequence(torch.zeros(2, 3), torch.ones(2, 3, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="does not start with the mask shape"):
+        Sequence(torch.zeros(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))
+    meta_mask = torch.ones(2, 3, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match=r"values are on cpu but the mask is on meta"):
+        Sequence(torch.zeros(2, 3), meta_mask)
+
+
+@pytest.mark.parametrize("lengths", [[4, 2], [-1, 2], [3, 3, 3], [1.5, 2]])
+def test_from_lengths_rejects_lengths_outside_the_time_axis(lengths):
+    with pytest.raises((ValueError, TypeError), match="from_lengths"):
+        Sequence.from_lengths(torch.zeros(2, 3), lengths)
+
+
+def test_masked_sequences_really_are_masked():
+    values = torch.tensor([[1.0, 2.0, float("nan")], [float("nan"), 5.0, 6.0]])
+    mask = torch.tensor([[True, True, False], [False, True, True]])
+    for x in (
+        MaskedSequence(values, mask),
+        Sequence.from_lengths(values.clone().nan_to_num_(9.0), [2, 3], is_masked=True),
+    ):
+        assert type(x) is MaskedSequence
+        assert torch.equal(x.values, torch.where(x.mask, x.values, torch.zeros(())))
+        assert not bool(torch.isnan(x.values).any())
+    assert torch.equal(MaskedSequence(values, mask).values, torch.tensor([[1.0, 2.0, 0.0], [0.0, 5.0, 6.0]]))
+    # A NaN tail behind a MaskedSequence never reaches a valid output of a time-mixing layer.
+    layer = sl.MaskedDense(1, 1, num_steps=3)
+    y = layer.layer(MaskedSequence(values[..., None], mask), training=False)
+    assert not bool(torch.isnan(y.values[y.mask]).any())

@@ -23,7 +23,7 @@ from sl.layers.utility import (
     OptimizationBarrier,
     StopGradient,
 )
-from sl.testing import assert_sequences_equal, check_example, random_sequence, tolerances, verify_contract
+from sl.testing import assert_sequences_equal, random_sequence, tolerances, verify_contract
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -66,11 +66,6 @@ def test_contract(case: int, dtype: torch.dtype, random_mask: bool) -> None:
     # Batch 3: with every length 0 the harness cannot measure a receptive field (all-zero input).
     x = random_sequence(3, 7, *channels, dtype=dtype, random_mask=random_mask)
     verify_contract(layer, x, **tolerances(dtype), **kwargs)
-
-
-@pytest.mark.parametrize("example", utility.example_layers(), ids=lambda e: e.label)
-def test_examples(example: sl.LayerExample) -> None:
-    check_example(example)
 
 
 def test_registry() -> None:
@@ -278,7 +273,7 @@ def _last_message(caplog: pytest.LogCaptureFixture) -> str:
 def test_logging(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="sl.layers.utility")
     x = sl.Sequence.from_values(torch.tensor([[1.414, 2, 3, 4]]))
-    state = sl.Sequence.from_values(torch.tensor([[1, 2.718, 3, 4]]))
+    state = ()  # Logging is stateless: step checks it gets the state get_initial_state gives
     constants = {"foo": torch.tensor([[1, 2, 3.14, 4]])}
 
     Logging(prefix="test string").layer(x, constants=constants)
@@ -294,7 +289,7 @@ def test_logging(caplog: pytest.LogCaptureFixture) -> None:
     y, s = specs.step(x, state, constants=constants)
     assert y is x and s is state
     msg = _last_message(caplog)
-    assert "1.414" not in msg and "2.718" not in msg and "(1, 4)" in msg and "float32" in msg
+    assert "1.414" not in msg and "(1, 4)" in msg and "float32" in msg and "state=()" in msg
 
     dumps = Logging(dump_tensors=True)
     dumps.layer(x, constants=constants)
@@ -304,7 +299,7 @@ def test_logging(caplog: pytest.LogCaptureFixture) -> None:
     assert "3.14" in _last_message(caplog)
     dumps.step(x, state, constants=constants)
     msg = _last_message(caplog)
-    assert "1.414" in msg and "2.718" in msg and "3.14" in msg
+    assert "1.414" in msg and "3.14" in msg
 
 
 def test_logging_custom_format_and_disabled(caplog: pytest.LogCaptureFixture) -> None:

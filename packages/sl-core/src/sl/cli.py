@@ -152,9 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="run the contract + config round trip over a plugin's example layers")
     p.add_argument("plugin", help="plugin name as listed by `sl plugins`")
     p.add_argument("-v", "--verbose", action="store_true", help="print full failure messages")
-    p.add_argument(
-        "--compile", action="store_true", help="also run every step under torch.compile(fullgraph=True)"
-    )
+    p.add_argument("--compile", action="store_true", help="also run every step under torch.compile(fullgraph=True)")
     p.add_argument(
         "--lenient",
         action="store_true",

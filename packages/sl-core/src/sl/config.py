@@ -297,9 +297,8 @@ def decode_value(value: Any, *, allow_import: bool = False) -> Any:
     return {k: decode_value(v, allow_import=allow_import) for k, v in value.items()}
 
 
-_IMPORT_PATH = re.compile(
-    r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$"
-)
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_IMPORT_PATH = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$")
 
 
 def _is_concrete_layer(cls: type) -> bool:
@@ -331,7 +330,9 @@ def _resolve_type(name: str, allow_import: bool) -> type:
     if not _IMPORT_PATH.match(name):
         raise ValueError(f"Config type {name!r} is not an import path of the form 'package.module:ClassName'.")
     module_name, qualname = name.split(":", 1)
-    if any(part.startswith("_") for part in qualname.split(".")):
+    if any(part.startswith("_") for part in qualname.split(".")) or any(
+        part.startswith("__") for part in module_name.split(".")
+    ):
         raise ValueError(f"Config type {name!r} names a private class; configs build public layers only.")
     try:
         obj: Any = importlib.import_module(module_name)

@@ -241,9 +241,7 @@ def _latency_position_conditioning() -> list[LayerExample]:
     return [
         LayerExample(L.Delay(2), (3,), contract=_NO_LENGTH, name="Delay(2)"),
         LayerExample(L.Delay(3, delay_layer_output=False), (3,), name="Delay(3, delay_layer_output=False)"),
-        LayerExample(
-            L.Delay(2, keep_mask=True), (3,), random_mask=True, name="Delay(2, keep_mask)"
-        ),
+        LayerExample(L.Delay(2, keep_mask=True), (3,), random_mask=True, name="Delay(2, keep_mask)"),
         LayerExample(L.Lookahead(2), (3,), contract=_NO_LENGTH, name="Lookahead(2)"),
         LayerExample(L.Lookahead(3, preserve_length_in_layer=True), (2, 2), name="Lookahead(3, preserve_length)"),
         LayerExample(L.AddTimingSignal(trainable_scale=True), input_shape=(5,), random_mask=True),

@@ -163,7 +163,7 @@ def _constants_key(constants: Constants | None) -> Any:
 
 
 def _validate_state(
-    layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None
+    layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None, method: str
 ) -> None:
     """Compares ``state`` with what ``get_initial_state`` gives for this input (cached per input spec)."""
     batch = x.values.shape[0]
@@ -198,20 +198,22 @@ def _validate_state(
                 break
     if problem is not None:
         raise StateMismatchError(
-            f"{_name(layer)}.step: the state does not match this input (batch_size={batch}, "
+            f"{_name(layer)}.{method}: the state does not match this input (batch_size={batch}, "
             f"input_spec={tuple(spec.shape)} {str(spec.dtype).removeprefix('torch.')}): {problem}. Pass the "
             "state from get_initial_state for this input, or the state the previous step returned."
         )
 
 
-def _check_state(layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None) -> None:
+def _check_state(
+    layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None, method: str
+) -> None:
     # The state the previous outermost step returned is trusted (it is what a stream passes
     # back), so a running stream pays one identity comparison, not a walk of the state.
     last = layer.__dict__.get("_sl_last_state")
     key = (x.values.shape[0], x.values.shape[2:], x.values.dtype, training)
     if last is not None and last[0] == id(state) and last[1] is type(state) and last[2] == key:
         return
-    _validate_state(layer, x, state, training, constants)
+    _validate_state(layer, x, state, training, constants, method)
 
 
 def _remember_state(layer: SequenceLayer, x: Sequence, state: State, training: bool) -> None:
@@ -272,7 +274,7 @@ def _wrap_step(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
         if compiling:
             out = fn(self, x, state, training=training, constants=constants)
         else:
-            _check_state(self, x, state, training, constants)
+            _check_state(self, x, state, training, constants, method)
             _calls.depth += 1
             try:
                 out = fn(self, x, state, training=training, constants=constants)

@@ -412,9 +412,10 @@ def _load() -> None:
             _register(candidate.name, obj, candidate.info, strict)
     with _state.lock:
         failed = [p for p in _state.plugins.values() if p.error]
-        # Strict mode: every lookup raises again until the plugin is fixed.
-        _state.complete = all(c.name in _state.registered for c in _state.candidates) and not (strict and failed)
+        _state.complete = all(c.name in _state.registered for c in _state.candidates)
     if strict and failed:
+        # Forget the partial load, so every lookup tries (and raises) again until the plugin is fixed.
+        reset()
         raise PluginError(f"sl plugin {failed[0].name!r} failed to load: {(failed[0].error or '').splitlines()[0]}")
 
 

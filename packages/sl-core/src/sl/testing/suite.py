@@ -200,5 +200,10 @@ def check_plugin_installed(plugin: str, *, distribution: str, module: str) -> No
         assert getattr(namespace, name) is cls
         main = primary[cls].split(":", 1)[1]
         assert getattr(package, main, None) is cls, f"{module} does not export {main} at its top level"
+    covered: set[type] = set()
+    for _, example in registry.examples(plugin):
+        covered.update(type(m) for m in example.layer.modules())
+    missing = sorted(primary[cls] for cls in set(layers.values()) if cls not in covered)
+    assert not missing, f"registered layers without an example in sl_example_layers: {missing}"
     problems = declaration_problems(plugin)
     assert not problems, "; ".join(f"{p.label}: {p.error}" for p in problems)
