@@ -6,7 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
+import sl
 from sl import composition_rules as c
+from sl.testing import ContractViolation, random_sequence, verify_contract
 
 F = fractions.Fraction
 
@@ -143,3 +145,49 @@ def test_stacked_upsamplers_keep_every_phase():
         2: (0, 0),
         3: (0, 1),
     }
+
+
+# -- layers that count time, behind layers with step-wise latency --------------------------------
+
+TIME_INDEXED_STACKS = {
+    "Lookahead+SequenceDense": lambda: sl.Serial(sl.Lookahead(2), sl.SequenceDense(4, 4, num_steps=32)),
+    "Delay+AddTimingSignal": lambda: sl.Serial(
+        sl.Delay(2, delay_layer_output=False), sl.AddTimingSignal(only_advance_position_for_valid_timesteps=False)
+    ),
+    "Delay+SequenceDense": lambda: sl.Serial(sl.Delay(2, delay_layer_output=False), sl.SequenceDense(4, 4, 32)),
+    "Delay+MaskedDense": lambda: sl.Serial(sl.Delay(2, delay_layer_output=False), sl.MaskedDense(4, 4, 16)),
+    "Lookahead+RoPE": lambda: sl.Serial(
+        sl.Lookahead(3), sl.ApplyRotaryPositionalEncoding(50.0, only_advance_position_for_valid_timesteps=False)
+    ),
+    "nested": lambda: sl.Serial(
+        sl.Delay(1, delay_layer_output=False),
+        sl.Residual(
+            sl.Serial(sl.Lookahead(1, preserve_length_in_layer=True), sl.SequenceDense(4, 4, 32)),
+            shortcut_layers=sl.Serial(sl.Lookahead(1, preserve_length_in_layer=True)),
+        ),
+        sl.Parallel(sl.AddTimingSignal(only_advance_position_for_valid_timesteps=False), sl.Identity()),
+    ),
+}
+
+
+def _contract(layer):
+    x = random_sequence(2, 10, 4, random_mask=True)
+    return verify_contract(layer, x, rtol=1e-5, atol=1e-5, test_output_length=False)
+
+
+@pytest.mark.parametrize("name", sorted(TIME_INDEXED_STACKS))
+def test_time_indexed_layers_count_positions_through_latency(name):
+    _contract(TIME_INDEXED_STACKS[name]())
+
+
+@pytest.mark.parametrize("name", sorted(TIME_INDEXED_STACKS))
+def test_time_indexed_stacks_break_without_the_shift(name, monkeypatch):
+    # The negative control: without shift_initial_state, step disagrees with layer (the bug).
+    monkeypatch.setattr(sl.SequenceLayer, "shift_initial_state", lambda self, state, latency: state)
+    for cls in (
+        sl.Lookahead, sl.AddTimingSignal, sl.ApplyRotaryPositionalEncoding, sl.SequenceDense, sl.MaskedDense,
+        sl.Serial, sl.Residual, sl.Parallel,
+    ):
+        monkeypatch.setattr(cls, "shift_initial_state", lambda self, state, latency: state)
+    with pytest.raises(ContractViolation, match=r"\[(step|latency)\]"):
+        _contract(TIME_INDEXED_STACKS[name]())

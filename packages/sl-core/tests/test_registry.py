@@ -376,6 +376,44 @@ def test_cli_check(capsys):
     assert out[-1] == "1 passed, 1 failed"
 
 
+def test_cli_check_is_strict(capsys):
+    # No examples at all is a failure, not a silent pass.
+    registry.add_plugin(make_plugin(add=[(Widget, None, ())]), "empty")
+    assert cli.main(["check", "empty"]) == 1
+    assert "FAILED empty:sl_example_layers: the plugin provides no example layers" in capsys.readouterr().out
+    # Duplicate example names are a failure.
+    dupes = [sl.LayerExample(Widget(2), (3,), name="same"), sl.LayerExample(Widget(3), (3,), name="same")]
+    registry.add_plugin(make_plugin(add=[(Gadget, None, ())], examples=dupes), "dupes")
+    assert cli.main(["check", "dupes"]) == 1
+    assert "2 examples share the name 'same'" in capsys.readouterr().out
+    # Examples declared with contiguous masks also run with random non-contiguous masks.
+    assert cli.main(["check", "dupes", "--lenient"]) == 0
+    capsys.readouterr()
+
+
+def test_cli_check_compile(capsys):
+    registry.add_plugin(make_plugin(add=[(Widget, None, ())], examples=[sl.LayerExample(Widget(2), (3,))]), "c")
+    assert cli.main(["check", "c", "--compile"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "1 passed, 0 failed"
+
+
+def test_strict_kit_runs_random_masks():
+    class PrefixOnly(CausalFIR):
+        """Correct only when every mask is a prefix: it ignores the mask and masks the output."""
+
+        def layer(self, x, *, training, constants=None):
+            t = x.values.shape[1]
+            padded = x.unmask().pad_time(self.taps - 1, 0, valid=False).values  # not masked first
+            return sl.Sequence(self._fir(padded, t), x.mask).mask_invalid()
+
+    from sl.testing import check_plugin
+
+    registry.add_plugin(make_plugin(add=[(PrefixOnly, None, ())], examples=[sl.LayerExample(PrefixOnly(2), (3,))]), "p")
+    assert [r.ok for r in check_plugin("p", strict=False)] == [True]  # contiguous masks hide the bug
+    (result,) = [r for r in check_plugin("p") if r.label == "PrefixOnly"]
+    assert not result.ok
+
+
 def test_cli_check_unknown_and_failed_plugin(capsys):
     assert cli.main(["check", "nope"]) == 2
     assert "no sl plugin named 'nope'" in capsys.readouterr().err

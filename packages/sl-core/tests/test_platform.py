@@ -1,0 +1,175 @@
+"""The platform plugin layers build on: one check per public call, state validation, spec
+arguments, static names, clear errors for misuse (issue: sl-core as a platform)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sl
+import sl.layer as layer_module
+from sl.testing import random_sequence
+
+
+def test_checks_run_once_per_public_call(monkeypatch):
+    calls = {"output": 0, "step_input": 0}
+    check_output, check_step_input = layer_module._check_output, layer_module._check_step_input
+
+    def counting_output(*args, **kwargs):
+        calls["output"] += 1
+        return check_output(*args, **kwargs)
+
+    def counting_step_input(*args, **kwargs):
+        calls["step_input"] += 1
+        return check_step_input(*args, **kwargs)
+
+    monkeypatch.setattr(layer_module, "_check_output", counting_output)
+    monkeypatch.setattr(layer_module, "_check_step_input", counting_step_input)
+    model = sl.Serial(sl.Dense(4, 4), sl.Dense(4, 4), sl.Dense(4, 4))
+    x = random_sequence(2, 1, 4)
+    state = model.get_initial_state(2, x.channel_spec)
+    model.step(x, state)
+    assert calls == {"output": 1, "step_input": 1}  # not once per Dense (6 checks before)
+    model.layer(x)
+    assert calls["output"] == 2
+    # A nested layer called on its own is checked as usual.
+    with pytest.raises(ValueError, match=r"Dense expected input channel shape \(\.\.\., 4\); got \(3,\)"):
+        model[0].layer(random_sequence(2, 1, 3))
+
+
+def test_implementations_receive_a_bool_training():
+    seen = []
+
+    class Probe(sl.StatelessPointwise):
+        def layer(self, x, *, training, constants=None):
+            seen.append(training)
+            return x
+
+        def get_output_dtype(self, input_dtype, *, constants=None):
+            return input_dtype
+
+    probe = Probe()
+    model = sl.Serial(probe)
+    x = random_sequence(1, 2, 3)
+    model.eval().layer(x)
+    model.train().layer(x)
+    model.step(x, model.get_initial_state(1, x.channel_spec))
+    assert seen == [False, True, True]
+
+
+@pytest.mark.parametrize(
+    "make_state, match",
+    [
+        (lambda: sl.Delay(5).get_initial_state(2, sl.ChannelSpec((3,), torch.float32)), r"shape \[2, 5, 3\].*\[2, 2, 3\]"),
+        (lambda: sl.Delay(2).get_initial_state(3, sl.ChannelSpec((3,), torch.float32)), r"shape \[3, 2, 3\].*\[2, 2, 3\]"),
+        (lambda: sl.Delay(2).get_initial_state(2, sl.ChannelSpec((3,), torch.float64)), "dtype torch.float64"),
+        (lambda: (), r"its structure is \(\), but get_initial_state gives Sequence"),
+        (lambda: torch.zeros(2, 2, 3), "its structure is Tensor"),
+    ],
+    ids=["other length", "other batch", "other dtype", "empty", "tensor"],
+)
+def test_a_wrong_state_names_the_layer(make_state, match):
+    layer = sl.Delay(2)
+    x = random_sequence(2, 4, 3)
+    with pytest.raises(sl.StateMismatchError, match=r"Delay\.step: the state does not match.*" + match):
+        layer.step(x, make_state())
+
+
+def test_state_checks_follow_a_stream_and_its_batch():
+    layer = sl.Serial(sl.Delay(2), sl.Dense(3, 3))
+    x2, x3 = random_sequence(2, 4, 3), random_sequence(3, 4, 3)
+    state = layer.get_initial_state(2, x2.channel_spec)
+    for _ in range(3):
+        _, state = layer.step(x2, state)  # the state a step returned is accepted as is
+    with pytest.raises(sl.StateMismatchError, match=r"batch_size=3.*\[2, 2, 3\].*\[3, 2, 3\]"):
+        layer.step(x3, state)
+    # Moving the layer drops its cached expectations, so states built after .to() are accepted.
+    layer = layer.to(torch.float64)
+    state = layer.get_initial_state(2, sl.ChannelSpec((3,), torch.float64))
+    layer.step(x2.to(torch.float64), state)
+
+
+def test_zero_length_steps_work():
+    for layer in (sl.Lookahead(2), sl.Delay(2), sl.Serial(sl.Lookahead(1), sl.AddTimingSignal()), sl.MaskedDense(3, 2, 4)):
+        x = random_sequence(2, 0, 3)
+        state = layer.get_initial_state(2, x.channel_spec)
+        y, new_state = layer.step(x, state)
+        assert y.values.shape[:2] == (2, 0)
+
+
+@pytest.mark.parametrize("spec", [sl.ChannelSpec((3,), torch.float32), ((3,), torch.float32), [(3,), torch.float32], (3, torch.float32)])
+def test_get_initial_state_accepts_specs(spec):
+    state = sl.Delay(1).get_initial_state(2, spec)
+    assert state.values.shape == (2, 1, 3)
+
+
+@pytest.mark.parametrize("spec", [(3,), torch.float32, "float32", ((3,), "float32"), ((-1,), torch.float32)])
+def test_get_initial_state_says_what_it_wants(spec):
+    with pytest.raises(TypeError, match=r"Delay.get_initial_state expects input_spec as sl.ChannelSpec\(shape, dtype\)"):
+        sl.Delay(1).get_initial_state(2, spec)
+    with pytest.raises(TypeError, match="not a Sequence: pass x.channel_spec"):
+        sl.Delay(1).get_initial_state(2, random_sequence(2, 3, 3))
+    with pytest.raises(TypeError, match="non-negative int batch_size"):
+        sl.Delay(1).get_initial_state(-1, sl.ChannelSpec((3,), torch.float32))
+
+
+@pytest.mark.parametrize("layer", [sl.Softmax(), sl.Tanh(), sl.Exp(), sl.Gelu()], ids=lambda m: type(m).__name__)
+def test_float_functions_on_integers_name_the_layer(layer):
+    x = random_sequence(2, 3, 4, dtype=torch.int64)
+    with pytest.raises(TypeError, match=f"{type(layer).__name__} expects floating-point input; got torch.int64"):
+        layer.layer(x)
+    assert sl.Relu().layer(x).dtype == torch.int64  # max(x, 0) is fine on integers
+
+
+def test_conditioning_stream_raises_when_its_conditioning_runs_out():
+    layer = sl.Conditioning("c", "identity", "add")
+    x = random_sequence(1, 6, 2, random_lengths=False)
+    c = {"c": random_sequence(1, 4, 2, random_lengths=False)}
+    with pytest.raises(ValueError, match="does not match the input"):
+        layer.layer(x, constants=c)
+    state = layer.get_initial_state(1, x.channel_spec, constants=c)
+    y, state = layer.step(x[:, :4], state, constants=c)
+    with pytest.raises(ValueError, match=r"Conditioning: the conditioning 'c' has 4 steps, and the stream has run past"):
+        layer.step(x[:, 4:], state, constants=c)
+    # Steps past the end that are invalid anyway (flush padding) are fine.
+    invalid = x[:, 4:].pad_time(0, 0, valid=False)
+    layer.step(sl.Sequence(invalid.values, torch.zeros_like(invalid.mask)), state, constants=c)
+
+
+# -- static names -----------------------------------------------------------------------------------
+
+
+def test_core_names_are_static_and_dir_has_no_private_names():
+    from sl import Dense, Serial, Streamer, random_sequence  # noqa: F401 (importable statically)
+
+    assert sl.Dense is sl.layers.Dense and sl.ReLU is sl.Relu and sl.Sequential is sl.Serial
+    names = dir(sl)
+    assert not [n for n in names if n.startswith("_") and not n.startswith("__")]
+    assert {"Dense", "Serial", "Streamer", "toolkit", "ReLU"} <= set(names)
+
+
+def test_import_sl_is_static_and_loads_no_plugin():
+    code = (
+        "import sys, sl\n"
+        "from sl import Dense, Conditioning, Repeat\n"
+        "assert not [m for m in sys.modules if m.startswith('sl_')], sorted(sys.modules)\n"
+        "assert not sl.registry._state.discovered\n"
+        "print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_layer_modules_do_not_import_the_registry():
+    import pathlib
+
+    root = pathlib.Path(sl.__file__).parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in list((root / "layers").glob("*.py")) + list((root / "combinators").glob("*.py"))
+        if "registry" in p.read_text()
+    ]
+    assert not offenders
