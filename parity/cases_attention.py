@@ -16,6 +16,12 @@ from common import Config, LayerCase, ours, ref
 
 NO_REFERENCE: dict[str, str] = {}
 
+FULLY_MASKED = (
+    "a valid query whose band holds no valid source step: sl returns zeros (the fused kernel's result, and the "
+    "reference's zero_fully_masked=True); the reference averages every key of its buffer uniformly, which "
+    "differs between its own layer (all source steps) and step (the window) modes. All other values agree"
+)
+
 D = 5  # input channels
 S_D = 4  # source channels
 
@@ -86,11 +92,13 @@ def _txl(heads: int, units: int, back: int, fwd: int, dim: int = 6) -> tuple[Any
     return r, o
 
 
-def _source(name: str = "source", channels: int = S_D, time: int | None = None, streamed: bool = False) -> Any:
+def _source(
+    name: str = "source", channels: int = S_D, time: int | None = None, streamed: bool = False, holes: bool = True
+) -> Any:
     def make(rng: np.random.Generator, batch: int, t: int) -> dict[str, Any]:
         length = t if (streamed or time is None) else time
         values = rng.standard_normal((batch, length, channels)).astype(np.float32)
-        mask = rng.uniform(size=(batch, length)) > 0.25
+        mask = rng.uniform(size=(batch, length)) > (0.25 if holes else -1.0)
         values = np.where(mask[:, :, None], values, 0).astype(np.float32)
         return {name: ("sequence", values, mask)}
 
@@ -312,5 +320,306 @@ def _local_cases() -> list[LayerCase]:
     return [LayerCase("LocalDotProductSelfAttention", configs, group="attention")]
 
 
+def _int_constants(**spec: tuple[str, int]) -> Any:
+    """Integer [B, T] constants: ``name=("positions"|"segments", high)``, as arrays or Sequences."""
+
+    def make(rng: np.random.Generator, batch: int, t: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, (kind, high) in spec.items():
+            if kind.startswith("positions"):
+                values = np.broadcast_to(np.arange(t, dtype=np.int32) * high, (batch, t)).copy()
+            else:
+                values = np.sort(rng.integers(0, high, size=(batch, t)), axis=1).astype(np.int32)
+            if kind.endswith("sequence"):
+                out[name] = ("sequence", values, np.ones((batch, t), dtype=bool))
+            else:
+                out[name] = values
+        return out
+
+    return make
+
+
+def _v2_cases() -> list[LayerCase]:
+    configs: list[Config] = []
+    heads, units = 4, 3
+    for past, future in ((3, 0), (3, 2), (0, 2), (-1, 0), (-1, -1), (2, -1)):
+        configs.append(
+            Config(
+                f"P={past} F={future}",
+                ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=past,
+                    max_future_horizon=future),
+                ours("DotProductSelfAttentionV2", D, heads, units, past, future),
+                (D,),
+            )
+        )
+    configs.append(
+        Config(
+            "GQA 4/2 (flash grouping), separate, soft cap 3, per-dim scale, P=3 F=1",
+            ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=3,
+                max_future_horizon=1, num_kv_heads=2, input_projection=_proj("separate"),
+                attention_logits_soft_cap=3.0, per_dim_scale=True),
+            ours("DotProductSelfAttentionV2", D, heads, units, 3, 1, 2, input_projection="separate",
+                 attention_logits_soft_cap=3.0, per_dim_scale=True),
+            (D,),
+        )
+    )
+    configs.append(
+        Config(
+            "GQA 4/2, query + shared key/value, flash block sizes 4/3, P=4 F=0, 2 blocks/step",
+            ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=4,
+                num_kv_heads=2, input_projection=_proj("query_and_shared_key_value"),
+                flash_attention_query_block_size=4, flash_attention_key_block_size=3),
+            ours("DotProductSelfAttentionV2", D, heads, units, 4, 0, 2, input_projection="query_and_shared_key_value",
+                 flash_attention_query_block_size=4, flash_attention_key_block_size=3),
+            (D,),
+            blocks_per_step=2,
+        )
+    )
+    configs.append(
+        Config(
+            "segment ids + positions (x2) from constants, P=2 F=1 (layer only: the reference reads these as "
+            "arrays, which step_by_step cannot stream)",
+            ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=2,
+                max_future_horizon=1, segment_ids_name="seg", position_name="pos"),
+            ours("DotProductSelfAttentionV2", D, heads, units, 2, 1, segment_ids_name="seg", position_name="pos"),
+            (D,),
+            constants=_int_constants(seg=("segments", 3), pos=("positions", 2)),
+            check_step=False,
+        )
+    )
+    return [LayerCase("DotProductSelfAttentionV2", configs, group="attention")]
+
+
+def _blockwise_cases() -> list[LayerCase]:
+    configs: list[Config] = []
+    heads, units = 2, 3
+    for block, past, future in ((2, 1, 0), (3, 1, 1), (2, 0, 1), (3, 2, 0), (2, -1, 0), (2, 1, -1), (1, 2, 1)):
+        configs.append(
+            Config(
+                f"block={block} past_blocks={past} future_blocks={future}",
+                ref("BlockwiseDotProductSelfAttention", block_size=block, num_heads=heads, units_per_head=units,
+                    max_past_horizon_blocks=past, max_future_horizon_blocks=future),
+                ours("BlockwiseDotProductSelfAttention", D, block, heads, units, past, future),
+                (D,),
+                time=14,
+            )
+        )
+    configs.append(
+        Config(
+            "GQA 4/2, separate, soft cap 2, per-dim scale, block=3 1/1, 2 blocks/step",
+            ref("BlockwiseDotProductSelfAttention", block_size=3, num_heads=4, units_per_head=units,
+                max_past_horizon_blocks=1, max_future_horizon_blocks=1, num_kv_heads=2,
+                input_projection=_proj("separate"), attention_logits_soft_cap=2.0, per_dim_scale=True),
+            ours("BlockwiseDotProductSelfAttention", D, 3, 4, units, 1, 1, 2, input_projection="separate",
+                 attention_logits_soft_cap=2.0, per_dim_scale=True),
+            (D,),
+            time=15,
+            blocks_per_step=2,
+        )
+    )
+    # No segment-id/position case: sequence-layers 0.2's Blockwise reads them with get_source (a
+    # Sequence) and then indexes the Sequence like an array, which raises; sl accepts a [B, T] tensor
+    # or Sequence (tested in packages/sl-attention/tests).
+    return [LayerCase("BlockwiseDotProductSelfAttention", configs, group="attention")]
+
+
+def _cross_cases() -> list[LayerCase]:
+    heads, units = 3, 4
+    configs: list[Config] = []
+    base = dict(source_name="source", num_heads=heads, units_per_head=units)
+    for label, rkw, okw in (
+        ("default (query + key/value)", {}, {}),
+        ("separate, bias", {"input_projection": _proj("separate"), "use_bias": True},
+         {"input_projection": "separate", "bias": True}),
+        ("query + shared key/value", {"input_projection": _proj("query_and_shared_key_value")},
+         {"input_projection": "query_and_shared_key_value"}),
+        ("soft cap 3, per-dim scales, query_scale 0.5", {"attention_logits_soft_cap": 3.0, "per_dim_scale": True,
+         "per_dim_key_scale": True, "query_scale": 0.5},
+         {"attention_logits_soft_cap": 3.0, "per_dim_scale": True, "per_dim_key_scale": True, "query_scale": 0.5}),
+        ("sink embeddings x2", {"num_sink_embeddings": 2}, {"num_sink_embeddings": 2}),
+        ("sink scalars", {"use_sink_scalars": True}, {"use_sink_scalars": True}),
+        ("zero_fully_masked", {"zero_fully_masked": True}, {"zero_fully_masked": True}),
+    ):
+        configs.append(
+            Config(
+                label,
+                ref("DotProductAttention", **base, **rkw),
+                ours("DotProductAttention", D, heads, units, "source", S_D, **okw),
+                (D,),
+                constants=_source(time=7),
+            )
+        )
+    for name, (r, o) in (("Shaw(4, 4)", _shaw(4, 4, heads, units)), ("T5(8, bidirectional)", _t5(8, heads, True))):
+        configs.append(
+            Config(
+                f"{name} relative positions",
+                ref("DotProductAttention", **base, relative_position_embedding=r),
+                ours("DotProductAttention", D, heads, units, "source", S_D, relative_position_embedding=o),
+                (D,),
+                constants=_source(time=9),
+            )
+        )
+    configs.append(
+        Config(
+            "RoPE query network",
+            ref("DotProductAttention", **base, query_network=ref("ApplyRotaryPositionalEncoding", max_wavelength=50.0)),
+            ours("DotProductAttention", D, heads, units, "source", S_D,
+                 query_network=ours("ApplyRotaryPositionalEncoding", 50.0)),
+            (D,),
+            constants=_source(time=6),
+            random_mask=False,
+        )
+    )
+    multi = []
+    for label, rkw, okw, names in (
+        ("one source", {}, {}, ("a",)),
+        ("two sources", {}, {}, ("a", "b")),
+        ("two sources, GQA 4/2 (flash grouping), soft cap 4, per-dim scale",
+         {"num_heads": 4, "num_kv_heads": 2, "attention_logits_soft_cap": 4.0, "per_dim_scale": True},
+         {"num_heads": 4, "num_kv_heads": 2, "attention_logits_soft_cap": 4.0, "per_dim_scale": True}, ("a", "b")),
+        ("two sources, separate projection", {"input_projection": _proj("separate")},
+         {"input_projection": "separate"}, ("a", "b")),
+    ):
+        r_heads = rkw.pop("num_heads", heads)
+        o_heads = okw.pop("num_heads", heads)
+        multi.append(
+            Config(
+                label,
+                ref("MultiSourceDotProductAttention", source_names=names, num_heads=r_heads, units_per_head=units, **rkw),
+                ours("MultiSourceDotProductAttention", D, o_heads, units, list(names), S_D, **okw),
+                (D,),
+                constants=_sources(*names),
+            )
+        )
+    return [
+        LayerCase("DotProductAttention", configs, group="attention"),
+        LayerCase("MultiSourceDotProductAttention", multi, group="attention"),
+    ]
+
+
+def _streaming_cases() -> list[LayerCase]:
+    heads, units = 2, 3
+    out = []
+    for local in (False, True):
+        name = "StreamingLocalDotProductAttention" if local else "StreamingDotProductAttention"
+        configs: list[Config] = []
+        grid = ((1, 0), (3, 0), (3, 2), (2, 4)) if not local else ((1, 0), (3, 2), (4, 1))
+        for past, future in grid:
+            block = {"block_size": 3} if local else {}
+            oblock = (3,) if local else ()
+            configs.append(
+                Config(
+                    f"P={past} F={future}" + (", block=3" if local else ""),
+                    ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=past,
+                        max_future_horizon=future, **block),
+                    ours(name, D, heads, units, "source", *oblock, past, future, S_D),
+                    (D,),
+                    constants=_source(streamed=True, holes=False),
+                    stream_constants=True,
+                )
+            )
+        configs.append(
+            Config(
+                "P=2 F=1, source with invalid steps" + (", block=3" if local else ""),
+                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=2,
+                    max_future_horizon=1, **({"block_size": 3} if local else {})),
+                ours(name, D, heads, units, "source", *((3,) if local else ()), 2, 1, S_D),
+                (D,),
+                constants=_source(streamed=True),
+                stream_constants=True,
+                known_difference=FULLY_MASKED,
+                known_scope=("layer", "step"),
+            )
+        )
+        block = {"block_size": 4} if local else {}
+        oblock = (4,) if local else ()
+        configs.append(
+            Config(
+                "P=3 F=2, sinks x2, soft cap 3, per-dim scales" + (", block=4" if local else ""),
+                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=3,
+                    max_future_horizon=2, num_sink_embeddings=2, attention_logits_soft_cap=3.0, per_dim_scale=True,
+                    per_dim_key_scale=True, **block),
+                ours(name, D, heads, units, "source", *oblock, 3, 2, S_D, num_sink_embeddings=2,
+                     attention_logits_soft_cap=3.0, per_dim_scale=True, per_dim_key_scale=True),
+                (D,),
+                constants=_source(streamed=True),
+                stream_constants=True,
+            )
+        )
+        configs.append(
+            Config(
+                "P=3 F=1, sink scalars, separate projection" + (", block=4" if local else ""),
+                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=3,
+                    max_future_horizon=1, use_sink_scalars=True, input_projection=_proj("separate"), **block),
+                ours(name, D, heads, units, "source", *oblock, 3, 1, S_D, use_sink_scalars=True,
+                     input_projection="separate"),
+                (D,),
+                constants=_source(streamed=True),
+                stream_constants=True,
+            )
+        )
+        configs.append(
+            Config(
+                "P=2 F=2 without the query delay buffer (raw step outputs)" + (", block=4" if local else ""),
+                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=2,
+                    max_future_horizon=2, use_query_delay_buffer=False, **block),
+                ours(name, D, heads, units, "source", *oblock, 2, 2, S_D, use_query_delay_buffer=False),
+                (D,),
+                constants=_source(streamed=True, holes=False),
+                stream_constants=True,
+            )
+        )
+        if local:
+            r, o = _txl(heads, units, 3, 0)
+            configs.append(
+                Config(
+                    "TransformerXL, P=3 F=0, block=4",
+                    ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=3,
+                        block_size=4, relative_position_embedding=r),
+                    ours(name, D, heads, units, "source", 4, 3, 0, S_D, relative_position_embedding=o),
+                    (D,),
+                    constants=_source(streamed=True),
+                    stream_constants=True,
+                )
+            )
+        out.append(LayerCase(name, configs, group="attention"))
+    return out
+
+
+def _gmm_cases() -> list[LayerCase]:
+    configs: list[Config] = []
+    for monotonic in (False, True):
+        for label, rkw, okw in (
+            ("", {}, {}),
+            (", max_offset 2, offset/scale biases, no output bias",
+             {"max_offset": 2.0, "init_offset_bias": 0.5, "init_scale_bias": 1.0, "output_use_bias": False},
+             {"max_offset": 2.0, "init_offset_bias": 0.5, "init_scale_bias": 1.0, "output_bias": False}),
+        ):
+            configs.append(
+                Config(
+                    f"{'monotonic' if monotonic else 'not monotonic'}{label}",
+                    ref("GmmAttention", source_name="source", num_heads=2, units_per_head=3, num_components=4,
+                        monotonic=monotonic, **rkw),
+                    ours("GmmAttention", D, 2, 3, 4, "source", monotonic, S_D, **okw),
+                    (D,),
+                    constants=_source(time=9),
+                    # Monotonic: the reference also advances the means on invalid query steps; sl does
+                    # not (see GmmAttention's docstring). They agree for end padding (length masks).
+                    random_mask=not monotonic,
+                    rtol=1e-4,
+                    atol=1e-4,
+                )
+            )
+    return [LayerCase("GmmAttention", configs, group="attention")]
+
+
 def cases() -> list[LayerCase]:
-    return [*_dpsa_cases(), *_local_cases()]
+    return [
+        *_dpsa_cases(),
+        *_local_cases(),
+        *_v2_cases(),
+        *_blockwise_cases(),
+        *_cross_cases(),
+        *_streaming_cases(),
+        *_gmm_cases(),
+    ]

@@ -593,8 +593,9 @@ class WindowedAttention(AttentionBase):
         qs, ks = self._scaled(q.values, k.values)
         rpe = self.relative_position_embedding
         bias_queries = q.values if rpe is not None and not rpe.uses_scaled_queries else None
-        return fn.blocked_attend(
-            qs,
+        tile = self.gqa_layout == "tile" and self.num_kv_heads != self.num_heads
+        ctx, probs = fn.blocked_attend(
+            self._heads_for_gqa(qs) if tile else qs,
             ks,
             v.values,
             kv_mask,
@@ -611,6 +612,7 @@ class WindowedAttention(AttentionBase):
             zero_fully_masked=self.zero_fully_masked,
             need_probs=need_probs,
         )
+        return (self._heads_back(ctx) if tile else ctx), probs
 
     _band_in_blocks: bool = True
 

@@ -12,9 +12,10 @@ as in the reference's ``dot_product_attention``), visibility masks broadcastable
   dropout, no emitted probabilities. A query that sees no key gets zeros.
 * the explicit path, the reference's arithmetic: logits in the compute dtype, bias,
   soft cap, masking by *replacing* logits with -1e9 (so NaN/inf in masked positions
-  cannot leak), sinks prepended, softmax in at least float32, dropout, optional zeroing
-  of fully masked queries. A query that sees no key gets the reference's uniform average
-  unless ``zero_fully_masked``.
+  cannot leak), sinks prepended, softmax in at least float32, dropout. A query that sees
+  no key gets zeros here too (the reference's ``zero_fully_masked=True``; without it the
+  reference averages all keys of its buffer uniformly, which differs between its layer
+  and step modes), unless sinks take the weight.
 
 :func:`blocked_attend` is the reference's ``local_dot_product_attention``: queries in
 blocks of ``block`` steps, each against ``left + block + right`` keys, so time and memory
@@ -198,7 +199,10 @@ def _explicit(
     probs = torch.softmax(lf, dim=-1).to(dtype)
     if dropout is not None:
         probs = dropout(probs)
-    if zero_fully_masked and vis4 is not None:
+    if vis4 is not None and (zero_fully_masked or sink_logits is None):
+        # A query that sees no key gets zeros (the fused kernel's result). The reference averages
+        # every key of its buffer uniformly unless zero_fully_masked, which differs between layer
+        # and step mode (different buffers); with sinks the sinks take all the weight instead.
         any_visible = vis4.any(dim=-1, keepdim=True)
         probs = torch.where(any_visible, probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
     vv = values.to(dtype)

@@ -28,7 +28,7 @@ import torch
 
 from sl.layer import SequenceLayer
 from sl.toolkit import check_positive_int
-from sl.types import ChannelSpec, Constants, Sequence, State
+from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 from sl_attention._base import WindowedAttention, get_source
 from sl_attention.projection import ProjectionKind
 from sl_attention.relative_position import RelativePositionEmbedding
@@ -92,6 +92,13 @@ class _Streaming(WindowedAttention):
         q = self.input_projection.get_q(x.mask_invalid())
         k, v = self.input_projection.get_kv(source.mask_invalid())
         return q, k, v
+
+    @property
+    def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
+        # In the input (the queries): the source enters through constants.
+        if self.query_network is not None:
+            return self.query_network.receptive_field_per_step
+        return {0: (0, 0)}
 
     def shift_initial_state(self, state: State, latency: int) -> State:
         # The source streams unshifted: keep the counter, shift only the networks.
