@@ -15,29 +15,47 @@ from sl.testing import random_sequence
 
 
 def test_checks_run_once_per_public_call(monkeypatch):
-    calls = {"output": 0, "step_input": 0}
-    check_output, check_step_input = layer_module._check_output, layer_module._check_step_input
+    calls = {"declared": 0, "state": 0}
+    declared, check_state = layer_module._declared, layer_module._check_state
 
-    def counting_output(*args, **kwargs):
-        calls["output"] += 1
-        return check_output(*args, **kwargs)
+    def counting_declared(*args, **kwargs):
+        calls["declared"] += 1
+        return declared(*args, **kwargs)
 
-    def counting_step_input(*args, **kwargs):
-        calls["step_input"] += 1
-        return check_step_input(*args, **kwargs)
+    def counting_state(*args, **kwargs):
+        calls["state"] += 1
+        return check_state(*args, **kwargs)
 
-    monkeypatch.setattr(layer_module, "_check_output", counting_output)
-    monkeypatch.setattr(layer_module, "_check_step_input", counting_step_input)
+    monkeypatch.setattr(layer_module, "_declared", counting_declared)
+    monkeypatch.setattr(layer_module, "_check_state", counting_state)
     model = sl.Serial(sl.Dense(4, 4), sl.Dense(4, 4), sl.Dense(4, 4))
     x = random_sequence(2, 1, 4)
     state = model.get_initial_state(2, x.channel_spec)
-    model.step(x, state)
-    assert calls == {"output": 1, "step_input": 1}  # not once per Dense (6 checks before)
+    y, state = model.step(x, state)
+    assert calls == {"declared": 1, "state": 1}  # once for the Serial, not once per Dense as before
     model.layer(x)
-    assert calls["output"] == 2
+    assert calls["declared"] == 2
+    # The declared shapes are computed once per input spec, then only compared.
+    shapes = []
+    monkeypatch.setattr(sl.Dense, "get_output_shape", lambda self, s, constants=None: shapes.append(s) or (*s[:-1], 4))
+    for _ in range(3):
+        y, state = model.step(x, state)
+    assert shapes == []
     # A nested layer called on its own is checked as usual.
+    monkeypatch.undo()
     with pytest.raises(ValueError, match=r"Dense expected input channel shape \(\.\.\., 4\); got \(3,\)"):
         model[0].layer(random_sequence(2, 1, 3))
+
+
+def test_check_caches_follow_edits():
+    model = sl.Serial(sl.Dense(4, 4))
+    x = random_sequence(2, 3, 4)
+    assert model.layer(x).channel_shape == (4,)
+    model.layers.append(sl.Dense(4, 2))  # an in-place edit of a child container
+    model.invalidate_caches()
+    assert model.layer(x).channel_shape == (2,)
+    model.layers = torch.nn.ModuleList([sl.Dense(4, 3)])  # assignment forgets by itself
+    assert model.layer(x).channel_shape == (3,)
 
 
 def test_implementations_receive_a_bool_training():

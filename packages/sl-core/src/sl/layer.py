@@ -53,6 +53,9 @@ class _CallDepth(threading.local):
 
 
 _calls = _CallDepth()
+_ONE = fractions.Fraction(1)
+# Per-instance caches (in __dict__, not module attributes) forgotten on assignment and .to().
+_CACHE_KEYS = ("_sl_declared", "_sl_state_signatures", "_sl_last_state", "_sl_dtypes")
 _is_compiling = torch.compiler.is_compiling
 
 
@@ -224,6 +227,35 @@ def _remember_state(layer: SequenceLayer, x: Sequence, state: State, training: b
 # -- the wrappers -----------------------------------------------------------------------
 
 
+def _declared(layer: SequenceLayer, x: Sequence, constants: Constants | None) -> tuple[int, fractions.Fraction, tuple[int, ...], bool]:
+    """``(block_size, output_ratio, output channel shape, supports_step)`` for this input.
+
+    Cached per input spec (without constants: they may shape the output), because a deep
+    stack recomputes them from every child; the cache is forgotten on attribute
+    assignment and ``.to()`` (see :meth:`SequenceLayer.invalidate_caches`).
+    """
+    key = (x.values.shape[2:], x.values.dtype)
+    cache: dict[Any, Any] | None = layer.__dict__.get("_sl_declared")
+    if constants is None and cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+    shape = tuple(layer.get_output_spec(x.channel_spec, constants=constants).shape)
+    entry = (layer.block_size, layer.output_ratio, shape, layer.supports_step)
+    if constants is None and not _is_compiling():
+        if cache is None or len(cache) > 16:
+            cache = layer.__dict__["_sl_declared"] = {}
+        cache[key] = entry
+    return entry
+
+
+def _mismatched_shape(layer: SequenceLayer, x: Sequence, y: Sequence, shape: tuple[int, ...], method: str) -> SpecMismatchError:
+    return SpecMismatchError(
+        f"{_name(layer)}.{method} produced channel shape {y.channel_shape} for input channel "
+        f"shape {x.channel_shape}, but get_output_spec declares {shape}."
+    )
+
+
 def _wrap_layer(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
     method = fn.__name__
 
@@ -233,19 +265,24 @@ def _wrap_layer(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
     ) -> Any:
         if training is None:
             training = self.training
-        compiling = _is_compiling()
-        if _calls.depth and not compiling:
+        if _calls.depth:  # called by a layer that is already being checked: trusted
             return fn(self, x, training=training, constants=constants)
         _check_sequence(self, x, method)
-        if compiling:
+        if _is_compiling():
             out = fn(self, x, training=training, constants=constants)
-        else:
-            _calls.depth += 1
-            try:
-                out = fn(self, x, training=training, constants=constants)
-            finally:
-                _calls.depth -= 1
-        _check_output(self, x, out[0] if with_emits else out, constants, method)
+            _check_output(self, x, out[0] if with_emits else out, constants, method)
+            return out
+        _calls.depth += 1
+        try:
+            out = fn(self, x, training=training, constants=constants)
+        finally:
+            _calls.depth -= 1
+        y = out[0] if with_emits else out
+        if not isinstance(y, Sequence):
+            raise TypeError(f"{_name(self)}.{method} returned {type(y).__name__}, expected an sl.Sequence.")
+        shape = _declared(self, x, constants)[2]
+        if y.values.shape[2:] != shape:
+            raise _mismatched_shape(self, x, y, shape, method)
         return out
 
     layer.__sl_checked__ = True  # type: ignore[attr-defined]
@@ -266,24 +303,32 @@ def _wrap_step(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
     ) -> Any:
         if training is None:
             training = self.training
-        compiling = _is_compiling()
-        if _calls.depth and not compiling:
+        if _calls.depth:  # called by a layer that is already being checked: trusted
             return fn(self, x, state, training=training, constants=constants)
         _check_sequence(self, x, method)
-        _check_step_input(self, x)
-        if compiling:
+        if _is_compiling():
+            _check_step_input(self, x)
             out = fn(self, x, state, training=training, constants=constants)
-        else:
-            _check_state(self, x, state, training, constants, method)
-            _calls.depth += 1
-            try:
-                out = fn(self, x, state, training=training, constants=constants)
-            finally:
-                _calls.depth -= 1
-            _remember_state(self, x, out[1], training)
+            _check_output(self, x, out[0], constants, method)
+            _check_step_length(self, x, out[0])
+            return out
+        block, ratio, shape, steppable = _declared(self, x, constants)
+        if not steppable or x.values.shape[1] % block:
+            _check_step_input(self, x)
+        _check_state(self, x, state, training, constants, method)
+        _calls.depth += 1
+        try:
+            out = fn(self, x, state, training=training, constants=constants)
+        finally:
+            _calls.depth -= 1
         y = out[0]
-        _check_output(self, x, y, constants, method)
-        _check_step_length(self, x, y)
+        if not isinstance(y, Sequence):
+            raise TypeError(f"{_name(self)}.{method} returned {type(y).__name__}, expected an sl.Sequence.")
+        if y.values.shape[2:] != shape:
+            raise _mismatched_shape(self, x, y, shape, method)
+        if y.values.shape[1] * ratio.denominator != x.values.shape[1] * ratio.numerator:
+            _check_step_length(self, x, y)
+        _remember_state(self, x, out[1], training)
         return out
 
     step.__sl_checked__ = True  # type: ignore[attr-defined]
@@ -324,7 +369,7 @@ def _wrap_initial_state(fn: Callable[..., Any]) -> Callable[..., Any]:
     ) -> State:
         if training is None:
             training = self.training
-        if _calls.depth and not _is_compiling():
+        if _calls.depth:
             return fn(self, batch_size, input_spec, training=training, constants=constants)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, torch.SymInt)) or batch_size < 0:
             raise TypeError(
@@ -400,7 +445,7 @@ class SequenceLayer(torch.nn.Module):
     @property
     def output_ratio(self) -> fractions.Fraction:
         """Output timesteps per input timestep (constant)."""
-        return fractions.Fraction(1)
+        return _ONE
 
     @property
     def supports_step(self) -> bool:
@@ -551,10 +596,26 @@ class SequenceLayer(torch.nn.Module):
             parts.append(f"{k}={v!r}")
         return ", ".join(parts)
 
+    def invalidate_caches(self) -> None:
+        """Forgets what the call checks cached about this layer (its declared output shape,
+        block size and ratio per input spec, and its expected state). Attribute assignment
+        and ``.to()`` do this automatically; call it after editing a child container in
+        place (``serial.layers.append(...)``)."""
+        for module in self.modules():
+            for key in _CACHE_KEYS:
+                module.__dict__.pop(key, None)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        d = self.__dict__
+        if "_sl_declared" in d or "_sl_state_signatures" in d or "_sl_dtypes" in d:
+            for key in _CACHE_KEYS:
+                d.pop(key, None)
+        super().__setattr__(name, value)
+
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Any:
-        # .to()/.cuda()/.half() change what get_initial_state returns: forget cached state checks.
-        self.__dict__.pop("_sl_state_signatures", None)
-        self.__dict__.pop("_sl_last_state", None)
+        # .to()/.cuda()/.half() change what get_initial_state returns: forget cached checks.
+        for key in _CACHE_KEYS:
+            self.__dict__.pop(key, None)
         return super()._apply(fn, recurse)
 
 

@@ -59,18 +59,36 @@ class _DenseBase(Stateless):
     def _project(self, values: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def _compute_dtype(self, input_dtype: torch.dtype) -> torch.dtype:
+        """``get_output_dtype``, cached per input dtype (this runs on every step of a stream)."""
+        cache = self.__dict__.get("_sl_dtypes")
+        if cache is None:
+            cache = self.__dict__["_sl_dtypes"] = {}
+        dtype = cache.get(input_dtype)
+        if dtype is None:
+            dtype = cache[input_dtype] = self.get_output_dtype(input_dtype)
+        return dtype  # type: ignore[no-any-return]
+
+    def _check_input(self, x: Sequence) -> None:
+        self.get_output_shape(x.channel_shape)
+
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
-        self.get_output_shape(x.channel_shape)  # clear error before computing
-        dtype = self.get_output_dtype(x.values.dtype)
-        weight = self.weight if self.weight.dtype == dtype else self.weight.to(dtype)
+        self._check_input(x)  # clear error before computing
+        values = x.values
+        dtype = self._compute_dtype(values.dtype)
+        weight = self.weight
+        if weight.dtype != dtype:
+            weight = weight.to(dtype)
         bias = self.bias
         if bias is not None and bias.dtype != dtype:
             bias = bias.to(dtype)
-        values = x.values if x.values.dtype == dtype else x.values.to(dtype)
+        if values.dtype != dtype:
+            values = values.to(dtype)
         y = self._project(values, weight, bias)
-        if self.activation is not None:
-            y = self.activation(y)
-        if bias is None and self.activation is None and isinstance(x, MaskedSequence):
+        activation = self.activation
+        if activation is not None:
+            y = activation(y)
+        elif bias is None and isinstance(x, MaskedSequence):
             return MaskedSequence._trusted(y, x.mask)
         return Sequence._trusted(y, x.mask)
 
@@ -109,6 +127,10 @@ class Dense(_DenseBase):
         lecun_normal_(self.weight, self.in_features)
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
+
+    def _check_input(self, x: Sequence) -> None:
+        if x.values.dim() < 3 or x.values.shape[-1] != self.in_features:
+            self.get_output_shape(x.channel_shape)
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
