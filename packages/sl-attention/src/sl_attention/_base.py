@@ -540,6 +540,7 @@ class WindowedAttention(AttentionBase):
             dropout=self._dropout(training),
             zero_fully_masked=self.zero_fully_masked,
             need_probs=need_probs,
+            gqa=self.num_kv_heads != self.num_heads,
         )
         return self._heads_back(ctx), probs
 
@@ -575,6 +576,7 @@ class WindowedAttention(AttentionBase):
             visible = kv_mask[:, None, :] if visible is None else visible & kv_mask[:, None, :]
             relative = k_pos[:, None, :] - q_pos[:, :, None]
             ctx, probs = self._attend(q.values, k.values, v.values, visible, relative, training, need_probs)
+        ctx = ctx.to(self.get_output_dtype(x.values.dtype))
         return Sequence._trusted(ctx, x.mask), self._emits(probs, x.mask)
 
     def _blocked(
@@ -611,6 +613,7 @@ class WindowedAttention(AttentionBase):
             dropout=self._dropout(training),
             zero_fully_masked=self.zero_fully_masked,
             need_probs=need_probs,
+            gqa=self.num_kv_heads != self.num_heads,
         )
         return (self._heads_back(ctx) if tile else ctx), probs
 
@@ -727,6 +730,7 @@ class WindowedAttention(AttentionBase):
         visible = k_mask[:, None, :] if visible is None else visible & k_mask[:, None, :]
         relative = k_pos[:, None, :] - q_pos[:, :, None]
         ctx, probs = self._attend(queries, keys, values, visible, relative, training, need_probs)
+        ctx = ctx.to(self.get_output_dtype(x.values.dtype))
         return Sequence._trusted(ctx, q_mask), state, self._emits(probs, q_mask)
 
     def _write_cache(

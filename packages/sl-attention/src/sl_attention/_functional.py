@@ -115,16 +115,23 @@ def attend(
     dropout: DropoutFn | None = None,
     zero_fully_masked: bool = False,
     need_probs: bool = False,
+    gqa: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Context vectors ``[B, Tq, N, H]`` and (when ``need_probs``) probabilities
     ``[B, Tq, N, S + Tk]`` (``S`` sinks first, as in the reference).
 
     ``queries`` are already scaled; ``keys`` and ``values`` must be finite everywhere
     (masked values zero) for the fused path. ``sink_logits`` ``[B, N, Tq, S]`` (soft-capped
-    here) and ``sink_values`` ``[S, K, H]`` go together.
+    here) and ``sink_values`` ``[S, K, H]`` go together. ``gqa``: whether ``K < N`` (pass the
+    layer's static answer so compiled code needs no shape guard). Computes in the promotion of
+    the three dtypes.
     """
     b, tq, n, h = queries.shape
-    tk, kv_heads = keys.shape[1], keys.shape[2]
+    tk = keys.shape[1]
+    dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), values.dtype)
+    queries, keys, values = queries.to(dtype), keys.to(dtype), values.to(dtype)
+    if gqa is None:
+        gqa = bool(keys.shape[2] != n)
     if _fused_ok(logits_soft_cap, sink_logits, dropout, need_probs):
         mask: torch.Tensor | None = None
         if visible is not None:
@@ -140,7 +147,7 @@ def attend(
             values.transpose(1, 2),
             attn_mask=mask,
             scale=1.0,
-            enable_gqa=kv_heads != n,
+            enable_gqa=gqa,
         )
         return out.transpose(1, 2), None
     return _explicit(
@@ -254,6 +261,7 @@ def blocked_attend(
     dropout: DropoutFn | None = None,
     zero_fully_masked: bool = False,
     need_probs: bool = False,
+    gqa: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Local attention computed per query block (self-attention: ``Tq == Tk``).
 
@@ -304,6 +312,7 @@ def blocked_attend(
         dropout=dropout,
         zero_fully_masked=zero_fully_masked,
         need_probs=need_probs,
+        gqa=gqa,
     )
     context = context.reshape(b, u * block, n, h)[:, :t]
     if probs is not None:

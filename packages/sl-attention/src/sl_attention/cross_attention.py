@@ -183,7 +183,9 @@ class DotProductAttention(AttentionBase):
             dropout=self._dropout(training),
             zero_fully_masked=self.zero_fully_masked,
             need_probs=need_probs,
+            gqa=False,
         )
+        ctx = ctx.to(self.get_output_dtype(q.values.dtype))
         emits: Emits = ()
         if probs is not None:
             emits = CrossAttentionEmits({self.source_name: Sequence._trusted(probs, q.mask)})
@@ -405,11 +407,12 @@ class MultiSourceDotProductAttention(AttentionBase):
             visible,
             logits_soft_cap=self.attention_logits_soft_cap,
             zero_fully_masked=True,
+            gqa=n != kh,
         )
         if n != kh:
             b, t, _, h = ctx.shape
             ctx = ctx.reshape(b, t, kh, n // kh, h).transpose(2, 3).reshape(b, t, n, h)
-        return Sequence._trusted(ctx, q.mask)
+        return Sequence._trusted(ctx.to(self.get_output_dtype(x.values.dtype)), q.mask)
 
     def _layer_impl(
         self, x: Sequence, training: bool, constants: Constants | None, need_probs: bool

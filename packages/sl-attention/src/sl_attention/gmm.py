@@ -21,8 +21,10 @@ and behind a layer with step-wise latency its invalid filler steps do not move t
 Parameters, in the reference's einsum layouts: ``hidden_weight [input_size, num_heads,
 units_per_head]`` (no bias), ``output_weight [num_heads, units_per_head, num_components,
 3]`` and ``output_bias [num_heads, num_components, 3]`` (last axis: prior, offset, scale).
-Output dtype: the input's. Step state: ``[B, 1, num_heads, num_components]`` component
-positions (monotonic), else ``()``. Emits: ``CrossAttentionEmits({source_name: weights})``.
+Output dtype: the input's; the mixture is computed in at least float32 (so a low-precision
+stream's accumulated means stay exact enough for step and layer to agree). Step state:
+``[B, 1, num_heads, num_components]`` component positions in at least float32
+(monotonic; the reference keeps the input dtype), else ``()``. Emits: ``CrossAttentionEmits({source_name: weights})``.
 """
 
 from __future__ import annotations
@@ -127,8 +129,8 @@ class GmmAttention(PreservesType, SequenceLayer):
     # -- computation -----------------------------------------------------------------------
     def _mixture(self, x: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Priors (softmax), offsets (softplus) and variances, each ``[B, T, N, M]``."""
-        dtype = x.values.dtype
-        values = x.mask_invalid().values
+        dtype = torch.promote_types(x.values.dtype, torch.float32)
+        values = x.mask_invalid().values.to(dtype)
         hidden = F.relu(torch.einsum("btc,cnu->btnu", values, self.hidden_weight.to(dtype)))
         out = torch.einsum("btnu,numl->btnml", hidden, self.output_weight.to(dtype))
         if self.output_bias is not None:
@@ -136,7 +138,7 @@ class GmmAttention(PreservesType, SequenceLayer):
         prior_logits, offset_logits, scale_logits = out.unbind(-1)
         offset_logits = offset_logits + self.init_offset_bias
         scale_logits = scale_logits + self.init_scale_bias
-        priors = torch.softmax(prior_logits.to(torch.promote_types(dtype, torch.float32)), -1).to(dtype)
+        priors = torch.softmax(prior_logits, -1)
         variances = F.softplus(scale_logits) ** 2
         if self.max_offset > 0:
             offsets = F.softplus(offset_logits) - F.softplus(offset_logits - self.max_offset)
@@ -157,6 +159,7 @@ class GmmAttention(PreservesType, SequenceLayer):
         weights = torch.where(source.mask[:, None, None, :], weights, torch.zeros((), dtype=weights.dtype))
         src = source.mask_invalid().values.to(weights.dtype)
         context = torch.einsum("btns,bsc->btnc", weights, src).to(dtype)
+        weights = weights.to(dtype)
         emits = CrossAttentionEmits({self.source_name: Sequence._trusted(weights, x.mask)})
         return Sequence._trusted(context, x.mask), emits
 
@@ -194,7 +197,8 @@ class GmmAttention(PreservesType, SequenceLayer):
     ) -> State:
         if not self.monotonic:
             return ()
-        return state_full(self, (batch_size, 1, self.num_heads, self.num_components), 0, input_spec.dtype)
+        dtype = torch.promote_types(input_spec.dtype, torch.float32)
+        return state_full(self, (batch_size, 1, self.num_heads, self.num_components), 0, dtype)
 
     def step(
         self, x: Sequence, state: State, *, training: bool, constants: Constants | None = None
