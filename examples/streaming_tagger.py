@@ -1,8 +1,9 @@
 """A streaming token tagger built from sl-core layers, trained briefly, then run live.
 
-The model sees each token once and keeps explicit state between calls (a causal,
-time-varying ``MaskedDense`` carries the past), so a live stream's outputs equal the
-whole-sequence outputs exactly, including the ragged lengths of a padded batch.
+The model sees each token once and keeps explicit state between calls (a causal tap,
+``sl.Delay(1, keep_mask=True)``, carries the previous token beside the current one), so
+a live stream's outputs equal the whole-sequence outputs exactly, for sequences of any
+length and the ragged lengths of a padded batch.
 
     python examples/streaming_tagger.py
 """
@@ -19,9 +20,9 @@ VOCAB, WIDTH, TAGS, MAX_LEN = 32, 48, 4, 24
 def build_model() -> sl.SequenceLayer:
     return sl.Serial(
         sl.Embedding(num_embeddings=VOCAB, dimension=WIDTH),
-        sl.AddTimingSignal(),
-        # Each step sees every earlier token through its own causal weights.
-        sl.Residual(sl.MaskedDense(WIDTH, WIDTH, num_steps=MAX_LEN, activation="gelu")),
+        # The current token beside the previous one (zeros before the first).
+        sl.Parallel(sl.Identity(), sl.Delay(1, keep_mask=True), combination="concat"),
+        sl.Dense(2 * WIDTH, WIDTH, activation="gelu"),
         sl.Dense(WIDTH, TAGS),
     )
 
@@ -53,16 +54,13 @@ def train(model: sl.SequenceLayer, steps: int = 200, seed: int = 0) -> float:
     return float(loss.detach())
 
 
-@torch.no_grad()
 def stream(model: sl.SequenceLayer, x: sl.Sequence) -> sl.Sequence:
-    """Feeds one token per call (flushing any latency); returns outputs aligned with ``layer``."""
-    state = model.get_initial_state(x.shape[0], x.channel_spec)
-    x = x.pad_time(0, model.input_latency, valid=False)
-    outputs = []
-    for t in range(x.shape[1]):
-        y, state = model.step(x[:, t : t + 1], state)
-        outputs.append(y)
-    return sl.Sequence.concatenate_sequences(outputs)[:, model.output_latency :]
+    """Feeds one token per call to a live stream; the outputs line up with ``layer`` (sl.Streamer
+    handles the latency and runs without autograd)."""
+    streamer = sl.Streamer(model, x.shape[0], x.channel_spec)
+    outputs = [streamer.push(x[:, t : t + 1]) for t in range(x.shape[1])]
+    outputs.append(streamer.flush())
+    return sl.Sequence.concatenate_sequences(outputs)
 
 
 def main() -> None:
