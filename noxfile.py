@@ -21,7 +21,7 @@ ROOT = Path(__file__).parent
 PACKAGES = ["sl-core", "sl-dsp", "sl-attention", "sl-recurrent", "sl-conv"]
 PLUGINS = PACKAGES[1:]
 TORCH_SPEC = os.environ.get("SL_TORCH_SPEC", "torch==2.13.0")
-PYTEST = ["pytest", "-q", "-p", "no:cacheprovider"]
+PYTEST = ["pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", "--durations=10"]
 
 nox.options.sessions = ["lint", "typecheck", "tests", "combos", "registry_fixtures", "parity"]
 nox.options.reuse_existing_virtualenvs = True

@@ -220,6 +220,26 @@ def render() -> tuple[str, list[str]]:
             names_ = ", ".join(f"`{n}`" for n in sorted(aliases.get(cls, [name]), key=lambda n: (n != name, n)))
             lines.append(f"| {name} | {names_} | {_steppable(cls)} | ported |")
         lines.append("")
+    in_reference = {(plugin, name) for plugin, names in REFERENCE.values() for name in names}
+    primary = sl.registry.primary_names()
+    extra: dict[str, list[str]] = {}
+    for cls, qualified in primary.items():
+        plugin, name = qualified.split(":", 1)
+        if (plugin, name) not in in_reference and plugin in sl.registry.FIRST_PARTY:
+            extra.setdefault(plugin, []).append(name)
+    lines += [
+        "## Beyond the reference",
+        "",
+        "Registered first-party layers with no same-named layer in `sequence_layers/jax`",
+        "(TF-only layers, torch-facing additions).",
+        "",
+        "| sl package | layers |",
+        "|---|---|",
+    ]
+    for plugin in sl.registry.FIRST_PARTY:
+        if extra.get(plugin):
+            lines.append(f"| sl-{plugin} | {', '.join(f'`{n}`' for n in sorted(extra[plugin]))} |")
+    lines.append("")
     lines += [
         "## types.py base classes and mixins (sl-core)",
         "",
