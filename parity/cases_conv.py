@@ -77,7 +77,14 @@ def _conv1d() -> LayerCase:
         ),
         Config(
             "k3 s2 semicausal L2 weight normalization",
-            ref("Conv1D", filters=4, kernel_size=3, strides=2, padding="semicausal", kernel_constraint=ref("L2WeightNormalization")),
+            ref(
+                "Conv1D",
+                filters=4,
+                kernel_size=3,
+                strides=2,
+                padding="semicausal",
+                kernel_constraint=ref("L2WeightNormalization"),
+            ),
             ours("Conv1D", 3, 4, 3, stride=2, padding="semicausal", kernel_constraint="l2"),
             (3,),
         ),
@@ -148,7 +155,9 @@ def _conv2d() -> LayerCase:
         configs.append(
             Config(
                 f"k{k} s{s} d{d} time {tp} spatial {sp}",
-                ref("Conv2D", filters=3, kernel_size=k, strides=s, dilation_rate=d, time_padding=tp, spatial_padding=sp),
+                ref(
+                    "Conv2D", filters=3, kernel_size=k, strides=s, dilation_rate=d, time_padding=tp, spatial_padding=sp
+                ),
                 ours("Conv2D", 2, 3, k, stride=s, time_padding=tp, spatial_padding=sp, dilation=d),
                 (5, 2),
             )
@@ -175,7 +184,9 @@ def _conv3d() -> LayerCase:
         configs.append(
             Config(
                 f"k{k} s{s} d{d} time {tp} spatial {sp}",
-                ref("Conv3D", filters=3, kernel_size=k, strides=s, dilation_rate=d, time_padding=tp, spatial_padding=sp),
+                ref(
+                    "Conv3D", filters=3, kernel_size=k, strides=s, dilation_rate=d, time_padding=tp, spatial_padding=sp
+                ),
                 ours("Conv3D", 2, 3, k, stride=s, time_padding=tp, spatial_padding=sp, dilation=d),
                 (3, 4, 2),
                 time=9,

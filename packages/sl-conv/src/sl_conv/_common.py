@@ -39,14 +39,14 @@ def as_ntuple(owner: str, arg: str, value: Any, n: int) -> tuple[int, ...]:
     """``value`` (an int, or ``n`` ints with time first) as an ``n``-tuple of positive ints."""
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise ValueError(
-                f"{owner} expects {arg} to be an int or {n} ints (time axis first); got {tuple(value)!r}."
-            )
+            raise ValueError(f"{owner} expects {arg} to be an int or {n} ints (time axis first); got {tuple(value)!r}.")
         return tuple(check_positive_int(owner, f"{arg}[{i}]", v) for i, v in enumerate(value))
     return (check_positive_int(owner, arg, value),) * n
 
 
-def time_padding_mode(owner: str, arg: str, value: Any, allowed: TypingSequence[PaddingMode] | None = None) -> PaddingMode:
+def time_padding_mode(
+    owner: str, arg: str, value: Any, allowed: TypingSequence[PaddingMode] | None = None
+) -> PaddingMode:
     """A time padding mode (a PaddingMode or its string value), with an error naming ``owner``."""
     if isinstance(value, (tuple, list)):
         raise ValueError(
@@ -149,12 +149,26 @@ def min_value(dtype: torch.dtype) -> float | int | bool:
 
 
 def pad_constant(x: torch.Tensor, pads: list[int], value: float | int | bool) -> torch.Tensor:
-    """``F.pad`` with a constant, also for dtypes ``F.pad`` lacks (bool)."""
+    """``F.pad`` with a constant (``pads`` in F.pad's order, non-negative), exact for every dtype.
+
+    ``F.pad`` passes its value as a double, which cannot hold int64's extremes (the identities
+    of min/max pooling), and has no bool kernel: other dtypes fill a new tensor instead.
+    """
     if not any(pads):
         return x
-    if x.dtype != torch.bool:
+    if x.dtype.is_floating_point or x.dtype.is_complex:
         return F.pad(x, pads, value=value)
-    return F.pad(x.to(torch.uint8), pads, value=int(value)).to(torch.bool)
+    n = len(pads) // 2
+    shape = list(x.shape)
+    index: list[slice] = [slice(None)] * x.dim()
+    for i in range(n):
+        axis = x.dim() - 1 - i
+        before, after = pads[2 * i], pads[2 * i + 1]
+        shape[axis] += before + after
+        index[axis] = slice(before, before + x.shape[axis])
+    out = torch.full(shape, value, dtype=x.dtype, device=x.device)
+    out[tuple(index)] = x
+    return out
 
 
 _KEEP_MASK = (PaddingMode.SAME, PaddingMode.CAUSAL, PaddingMode.REVERSE_CAUSAL, PaddingMode.SEMICAUSAL)

@@ -267,14 +267,12 @@ class _ConvBase(SequenceLayer):
             torch.zeros((b, 0), dtype=torch.bool, device=x.values.device),
         )
 
-    def _operands(
-        self, values: torch.Tensor, training: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _operands(self, values: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         dtype = self.get_output_dtype(values.dtype)
         w = self._kernel(training)
         if w.dtype != dtype:
             w = w.to(dtype)
-        b = self.bias
+        b: torch.Tensor | None = self.bias
         if b is not None and b.dtype != dtype:
             b = b.to(dtype)
         if values.dtype != dtype:
@@ -734,7 +732,9 @@ class _ConvTranspose(_ConvBase):
                     f"the stride; got effective kernel {k} and stride {s} (the reference's output values and mask "
                     "disagree there)."
                 )
-        self._layer_crops = tuple(self._crops(axis, mode) for axis, mode in enumerate((self._time_padding, *self._spatial_padding)))
+        self._layer_crops = tuple(
+            self._crops(axis, mode) for axis, mode in enumerate((self._time_padding, *self._spatial_padding))
+        )
         self._step_crops = (self._crops(0, PaddingMode.VALID), *self._layer_crops[1:])
         self._supports_step = self._time_padding is PaddingMode.CAUSAL
         self._tail = max(0, self._ek - self._s)

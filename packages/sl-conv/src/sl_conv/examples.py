@@ -31,7 +31,7 @@ def _randomized(layer: L, seed: int = 0) -> L:
     """Random biases, scales and running statistics (the kernels are random already)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in layer.named_parameters():
+        for p in layer.parameters():
             if p.dim() <= 1:
                 p.add_(0.3 * torch.randn(p.shape, generator=gen).to(p.dtype))
         for name, b in layer.named_buffers():
@@ -65,7 +65,12 @@ def _convolutions() -> list[LayerExample]:
             random_mask=True,
         ),
         _ex(C.Conv1D(3, 2, 2, stride=3, padding="semicausal"), (3,), "Conv1D(k2, s3, semicausal)"),
-        _ex(C.Conv1D(3, 2, 4, stride=2, padding="semicausal_full"), (3,), "Conv1D(k4, s2, semicausal_full)", contract=_LENGTH),
+        _ex(
+            C.Conv1D(3, 2, 4, stride=2, padding="semicausal_full"),
+            (3,),
+            "Conv1D(k4, s2, semicausal_full)",
+            contract=_LENGTH,
+        ),
         _ex(C.Conv1D(3, 4, 1, bias=False), (3,), "Conv1D(k1, no bias)", random_mask=True),
         _ex(C.Conv1D(3, 4, 3, padding="causal", use_weight_norm=True), (3,), "Conv1D(weight norm)"),
         _ex(C.Conv1D(3, 4, 3, padding="causal", kernel_constraint="l2"), (3,), "Conv1D(l2 weight norm)"),
@@ -152,9 +157,15 @@ def _convolutions() -> list[LayerExample]:
 def _pooling() -> list[LayerExample]:
     return [
         _ex(Pl.MaxPooling1D(3, padding="causal"), (3,), "MaxPooling1D(3, causal)", random_mask=True),
-        _ex(Pl.MaxPooling1D(2, stride=2, padding="reverse_causal_valid"), (3,), "MaxPooling1D(2, s2, reverse_causal_valid)"),
+        _ex(
+            Pl.MaxPooling1D(2, stride=2, padding="reverse_causal_valid"),
+            (3,),
+            "MaxPooling1D(2, s2, reverse_causal_valid)",
+        ),
         _ex(Pl.MaxPooling1D(3, padding="same"), (2, 2), "MaxPooling1D(3, same, rank 2)"),
-        _ex(Pl.MinPooling1D(3, stride=2, padding="semicausal", dilation=2), (3,), "MinPooling1D(3, s2, d2, semicausal)"),
+        _ex(
+            Pl.MinPooling1D(3, stride=2, padding="semicausal", dilation=2), (3,), "MinPooling1D(3, s2, d2, semicausal)"
+        ),
         _ex(Pl.MinPooling1D(2, padding="causal_valid"), (3,), "MinPooling1D(2, causal_valid)"),
         _ex(
             Pl.AveragePooling1D(3, padding="causal", masked_average=True),
@@ -162,7 +173,9 @@ def _pooling() -> list[LayerExample]:
             "AveragePooling1D(3, causal, masked)",
             random_mask=True,
         ),
-        _ex(Pl.AveragePooling1D(2, stride=2, padding="reverse_causal"), (3,), "AveragePooling1D(2, s2, reverse_causal)"),
+        _ex(
+            Pl.AveragePooling1D(2, stride=2, padding="reverse_causal"), (3,), "AveragePooling1D(2, s2, reverse_causal)"
+        ),
         _ex(Pl.AveragePooling1D(3, dilation=2), (3,), "AveragePooling1D(3, d2, valid)", contract=_LENGTH),
         _ex(
             Pl.AveragePooling1D(4, stride=2, padding="semicausal_full", masked_average=True),
@@ -177,13 +190,19 @@ def _pooling() -> list[LayerExample]:
             "MinPooling2D(2, s(1,2), reverse_causal, valid)",
         ),
         _ex(
-            Pl.AveragePooling2D((3, 2), stride=(2, 1), time_padding="semicausal", spatial_padding=(1, 0), masked_average=True),
+            Pl.AveragePooling2D(
+                (3, 2), stride=(2, 1), time_padding="semicausal", spatial_padding=(1, 0), masked_average=True
+            ),
             (3, 2),
             "AveragePooling2D((3,2), s(2,1), semicausal, explicit, masked)",
             random_mask=True,
         ),
         _ex(Pl.MaxPooling3D(2, time_padding="causal"), (3, 3, 2), "MaxPooling3D(2, causal)"),
-        _ex(Pl.MinPooling3D((2, 1, 2), time_padding="reverse_causal"), (2, 3, 2), "MinPooling3D((2,1,2), reverse_causal)"),
+        _ex(
+            Pl.MinPooling3D((2, 1, 2), time_padding="reverse_causal"),
+            (2, 3, 2),
+            "MinPooling3D((2,1,2), reverse_causal)",
+        ),
         _ex(
             Pl.AveragePooling3D((2, 2, 1), stride=(2, 1, 1), time_padding="causal", masked_average=True),
             (2, 2, 2),
@@ -203,8 +222,12 @@ def _normalization() -> list[LayerExample]:
         _ex(N.RMSNormalization(3, axis=-2, elementwise_affine=False), (3, 2), "RMSNormalization(axis -2, no scale)"),
         _ex(N.BatchNormalization(4), (4,), "BatchNormalization(4, eval)", random_mask=True),
         _ex(N.BatchNormalization(3, axis=2, affine=False), (3, 2), "BatchNormalization(axis 2, no affine, eval)"),
-        _ex(N.GroupNormalization(2, 4, cumulative=True), (4,), "GroupNormalization(2, 4, cumulative)", random_mask=True),
-        _ex(N.GroupNormalization(3, 6, axis=2, cumulative=True), (6, 2), "GroupNormalization(3, 6, axis 2, cumulative)"),
+        _ex(
+            N.GroupNormalization(2, 4, cumulative=True), (4,), "GroupNormalization(2, 4, cumulative)", random_mask=True
+        ),
+        _ex(
+            N.GroupNormalization(3, 6, axis=2, cumulative=True), (6, 2), "GroupNormalization(3, 6, axis 2, cumulative)"
+        ),
         _ex(N.GroupNormalization(2, 4), (4,), "GroupNormalization(2, 4)", random_mask=True),
     ]
 

@@ -95,7 +95,9 @@ def _normalize_axes(owner: str, axis: int | tuple[int, ...], rank: int) -> tuple
     for a in axes:
         n = a + rank if a < 0 else a
         if not 0 <= n < rank:
-            raise ValueError(f"{owner}: axis {a} is out of range for an input of rank {rank} ([batch, time, *channels]).")
+            raise ValueError(
+                f"{owner}: axis {a} is out of range for an input of rank {rank} ([batch, time, *channels])."
+            )
         if n in (0, 1):
             raise ValueError(
                 f"{owner} normalizes over channel axes only; axis {a} is the {'batch' if n == 0 else 'time'} axis "
@@ -154,9 +156,7 @@ class _AffineNorm(PreservesType, StatelessPointwise):
         owner = self._name
         if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(
-            check_positive_int(owner, "normalized_shape", d) for d in tuple(normalized_shape)
-        )
+        self.normalized_shape = tuple(check_positive_int(owner, "normalized_shape", d) for d in tuple(normalized_shape))
         self.axis = _axes_spec(owner, axis)
         n_axes = 1 if isinstance(self.axis, int) else len(set(self.axis))
         if n_axes != len(self.normalized_shape):
@@ -212,7 +212,9 @@ class _AffineNorm(PreservesType, StatelessPointwise):
         rank = y.dim()
         return y.movedim(tuple(range(rank - len(axes), rank)), axes)
 
-    def _normalize(self, v: torch.Tensor) -> torch.Tensor:
+    def _normalize(
+        self, v: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def _zero_statistic(self, v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -229,7 +231,11 @@ class _AffineNorm(PreservesType, StatelessPointwise):
                 zero = self._zero_statistic(compute, dims)
             compute = _zero_grad_where(compute, zero)
         weight, bias = self.weight, self.bias
-        if compute_dtype == dtype and (weight is None or weight.dtype == dtype) and (bias is None or bias.dtype == dtype):
+        if (
+            compute_dtype == dtype
+            and (weight is None or weight.dtype == dtype)
+            and (bias is None or bias.dtype == dtype)
+        ):
             y = self._normalize(compute, weight, bias)  # fused affine
         else:
             y = self._normalize(compute, None, None).to(dtype)
@@ -350,6 +356,10 @@ class BatchNormalization(PreservesShape, PreservesType, Stateless):
     training ``step`` raises ValueError (as in the reference). ``affine=False`` drops
     ``weight`` and ``bias``; ``bias=False`` the bias only. Default ``eps=1e-3``.
     """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def __init__(
         self,
@@ -677,7 +687,7 @@ class WeightNormalization(torch.nn.Module):
     def _make_parameters(self, filters: int, device: Any, dtype: Any) -> None:
         raise NotImplementedError
 
-    def forward(self, matrix: torch.Tensor, training: bool) -> torch.Tensor:  # noqa: D102
+    def forward(self, matrix: torch.Tensor, training: bool) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -734,7 +744,9 @@ class SpectralWeightNormalization(WeightNormalization):
         error_on_non_matrix: bool = False,
     ) -> None:
         super().__init__()
-        self.n_power_iteration = check_positive_int("SpectralWeightNormalization", "n_power_iteration", n_power_iteration)
+        self.n_power_iteration = check_positive_int(
+            "SpectralWeightNormalization", "n_power_iteration", n_power_iteration
+        )
         self.eps = float(eps)
         self.reductions_in_at_least_fp32 = bool(reductions_in_at_least_fp32)
         self.error_on_non_matrix = bool(error_on_non_matrix)

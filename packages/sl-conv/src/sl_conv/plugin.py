@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sl.registry import LayerExample, LayerRegistry, hookimpl
-
 import sl_conv as c
+from sl.registry import LayerExample, LayerRegistry, hookimpl
 
 # (layer, aliases): the registry name is the class name.
 LAYERS: tuple[tuple[type, tuple[str, ...]], ...] = (
