@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import emit, median_time, result  # noqa: E402
+from common import emit, median_time, result
 
-import sl  # noqa: E402
+import sl
 
 
 def _mlp(width: int, depth: int) -> tuple[sl.SequenceLayer, torch.nn.Module]:

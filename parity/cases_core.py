@@ -66,9 +66,7 @@ def _dense_cases() -> list[LayerCase]:
             "Dense",
             [
                 Config("3->5", ref("Dense", features=5), ours("Dense", 3, 5), (3,)),
-                Config(
-                    "3->4,no bias", ref("Dense", features=4, use_bias=False), ours("Dense", 3, 4, bias=False), (3,)
-                ),
+                Config("3->4,no bias", ref("Dense", features=4, use_bias=False), ours("Dense", 3, 4, bias=False), (3,)),
                 Config(
                     "4->2,tanh,[2,4] input",
                     ref("Dense", features=2, activation=_jax("tanh")),

@@ -223,7 +223,7 @@ def render() -> tuple[str, list[str]]:
     in_reference = {(plugin, name) for plugin, names in REFERENCE.values() for name in names}
     primary = sl.registry.primary_names()
     extra: dict[str, list[str]] = {}
-    for cls, qualified in primary.items():
+    for qualified in primary.values():
         plugin, name = qualified.split(":", 1)
         if (plugin, name) not in in_reference and plugin in sl.registry.FIRST_PARTY:
             extra.setdefault(plugin, []).append(name)

@@ -185,8 +185,14 @@ def test_time_indexed_stacks_break_without_the_shift(name, monkeypatch):
     # The negative control: without shift_initial_state, step disagrees with layer (the bug).
     monkeypatch.setattr(sl.SequenceLayer, "shift_initial_state", lambda self, state, latency: state)
     for cls in (
-        sl.Lookahead, sl.AddTimingSignal, sl.ApplyRotaryPositionalEncoding, sl.SequenceDense, sl.MaskedDense,
-        sl.Serial, sl.Residual, sl.Parallel,
+        sl.Lookahead,
+        sl.AddTimingSignal,
+        sl.ApplyRotaryPositionalEncoding,
+        sl.SequenceDense,
+        sl.MaskedDense,
+        sl.Serial,
+        sl.Residual,
+        sl.Parallel,
     ):
         monkeypatch.setattr(cls, "shift_initial_state", lambda self, state, latency: state)
     with pytest.raises(ContractViolation, match=r"\[(step|latency)\]"):

@@ -31,7 +31,7 @@ def test_checks_run_once_per_public_call(monkeypatch):
     model = sl.Serial(sl.Dense(4, 4), sl.Dense(4, 4), sl.Dense(4, 4))
     x = random_sequence(2, 1, 4)
     state = model.get_initial_state(2, x.channel_spec)
-    y, state = model.step(x, state)
+    _, state = model.step(x, state)
     assert calls == {"declared": 1, "state": 1}  # once for the Serial, not once per Dense as before
     model.layer(x)
     assert calls["declared"] == 2
@@ -39,7 +39,7 @@ def test_checks_run_once_per_public_call(monkeypatch):
     shapes = []
     monkeypatch.setattr(sl.Dense, "get_output_shape", lambda self, s, constants=None: shapes.append(s) or (*s[:-1], 4))
     for _ in range(3):
-        y, state = model.step(x, state)
+        _y, state = model.step(x, state)
     assert shapes == []
     # A nested layer called on its own is checked as usual.
     monkeypatch.undo()
@@ -81,8 +81,14 @@ def test_implementations_receive_a_bool_training():
 @pytest.mark.parametrize(
     "make_state, match",
     [
-        (lambda: sl.Delay(5).get_initial_state(2, sl.ChannelSpec((3,), torch.float32)), r"shape \[2, 5, 3\].*\[2, 2, 3\]"),
-        (lambda: sl.Delay(2).get_initial_state(3, sl.ChannelSpec((3,), torch.float32)), r"shape \[3, 2, 3\].*\[2, 2, 3\]"),
+        (
+            lambda: sl.Delay(5).get_initial_state(2, sl.ChannelSpec((3,), torch.float32)),
+            r"shape \[2, 5, 3\].*\[2, 2, 3\]",
+        ),
+        (
+            lambda: sl.Delay(2).get_initial_state(3, sl.ChannelSpec((3,), torch.float32)),
+            r"shape \[3, 2, 3\].*\[2, 2, 3\]",
+        ),
         (lambda: sl.Delay(2).get_initial_state(2, sl.ChannelSpec((3,), torch.float64)), "dtype torch.float64"),
         (lambda: (), r"its structure is \(\), but get_initial_state gives Sequence"),
         (lambda: torch.zeros(2, 2, 3), "its structure is Tensor"),
@@ -111,14 +117,21 @@ def test_state_checks_follow_a_stream_and_its_batch():
 
 
 def test_zero_length_steps_work():
-    for layer in (sl.Lookahead(2), sl.Delay(2), sl.Serial(sl.Lookahead(1), sl.AddTimingSignal()), sl.MaskedDense(3, 2, 4)):
+    for layer in (
+        sl.Lookahead(2),
+        sl.Delay(2),
+        sl.Serial(sl.Lookahead(1), sl.AddTimingSignal()),
+        sl.MaskedDense(3, 2, 4),
+    ):
         x = random_sequence(2, 0, 3)
         state = layer.get_initial_state(2, x.channel_spec)
-        y, new_state = layer.step(x, state)
+        y, _new_state = layer.step(x, state)
         assert y.values.shape[:2] == (2, 0)
 
 
-@pytest.mark.parametrize("spec", [sl.ChannelSpec((3,), torch.float32), ((3,), torch.float32), [(3,), torch.float32], (3, torch.float32)])
+@pytest.mark.parametrize(
+    "spec", [sl.ChannelSpec((3,), torch.float32), ((3,), torch.float32), [(3,), torch.float32], (3, torch.float32)]
+)
 def test_get_initial_state_accepts_specs(spec):
     state = sl.Delay(1).get_initial_state(2, spec)
     assert state.values.shape == (2, 1, 3)
@@ -126,9 +139,11 @@ def test_get_initial_state_accepts_specs(spec):
 
 @pytest.mark.parametrize("spec", [(3,), torch.float32, "float32", ((3,), "float32"), ((-1,), torch.float32)])
 def test_get_initial_state_says_what_it_wants(spec):
-    with pytest.raises(TypeError, match=r"Delay.get_initial_state expects input_spec as sl.ChannelSpec\(shape, dtype\)"):
+    with pytest.raises(
+        TypeError, match=r"Delay.get_initial_state expects input_spec as sl.ChannelSpec\(shape, dtype\)"
+    ):
         sl.Delay(1).get_initial_state(2, spec)
-    with pytest.raises(TypeError, match="not a Sequence: pass x.channel_spec"):
+    with pytest.raises(TypeError, match=r"not a Sequence: pass x\.channel_spec"):
         sl.Delay(1).get_initial_state(2, random_sequence(2, 3, 3))
     with pytest.raises(TypeError, match="non-negative int batch_size"):
         sl.Delay(1).get_initial_state(-1, sl.ChannelSpec((3,), torch.float32))
@@ -149,8 +164,10 @@ def test_conditioning_stream_raises_when_its_conditioning_runs_out():
     with pytest.raises(ValueError, match="does not match the input"):
         layer.layer(x, constants=c)
     state = layer.get_initial_state(1, x.channel_spec, constants=c)
-    y, state = layer.step(x[:, :4], state, constants=c)
-    with pytest.raises(ValueError, match=r"Conditioning: the conditioning 'c' has 4 steps, and the stream has run past"):
+    _y, state = layer.step(x[:, :4], state, constants=c)
+    with pytest.raises(
+        ValueError, match=r"Conditioning: the conditioning 'c' has 4 steps, and the stream has run past"
+    ):
         layer.step(x[:, 4:], state, constants=c)
     # Steps past the end that are invalid anyway (flush padding) are fine.
     invalid = x[:, 4:].pad_time(0, 0, valid=False)

@@ -127,7 +127,7 @@ def bind_arguments(
 def construct(cls: type, arguments: Mapping[str, Any]) -> Any:
     """Calls ``cls`` with recorded ``arguments`` (the inverse of :func:`bind_arguments`)."""
     kwargs = dict(arguments)
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     var_pos = next((n for n, p in params.items() if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
     positional: list[Any] = []
     if var_pos is not None and var_pos in kwargs:
@@ -307,7 +307,8 @@ def _is_concrete_layer(cls: type) -> bool:
     if inspect.isabstract(cls):
         return False
     # A base class or mixin implements neither layer() nor layer_with_emits().
-    return not (cls.layer is SequenceLayer.layer and cls.layer_with_emits is SequenceLayer.layer_with_emits)
+    base: Any = cls
+    return not (base.layer is SequenceLayer.layer and base.layer_with_emits is SequenceLayer.layer_with_emits)
 
 
 def _resolve_type(name: str, allow_import: bool) -> type:

@@ -141,7 +141,7 @@ def _describe_state(state: State, limit: int = 240) -> str:
 
 def _state_signature(state: State) -> tuple[Any, list[tuple[str, Any]]]:
     leaves, spec = pytree.tree_flatten_with_path(state)
-    out = []
+    out: list[tuple[str, Any]] = []
     for path, leaf in leaves:
         if isinstance(leaf, torch.Tensor):
             out.append((pytree.keystr(path), (tuple(leaf.shape), leaf.dtype)))
@@ -153,7 +153,7 @@ def _state_signature(state: State) -> tuple[Any, list[tuple[str, Any]]]:
 def _constants_key(constants: Constants | None) -> Any:
     if not constants:
         return None
-    items = []
+    items: list[tuple[Any, ...]] = []
     for k in sorted(constants):
         v = constants[k]
         if isinstance(v, Sequence):
@@ -227,7 +227,9 @@ def _remember_state(layer: SequenceLayer, x: Sequence, state: State, training: b
 # -- the wrappers -----------------------------------------------------------------------
 
 
-def _declared(layer: SequenceLayer, x: Sequence, constants: Constants | None) -> tuple[int, fractions.Fraction, tuple[int, ...], bool]:
+def _declared(
+    layer: SequenceLayer, x: Sequence, constants: Constants | None
+) -> tuple[int, fractions.Fraction, tuple[int, ...], bool]:
     """``(block_size, output_ratio, output channel shape, supports_step)`` for this input.
 
     Cached per input spec (without constants: they may shape the output), because a deep
@@ -249,7 +251,9 @@ def _declared(layer: SequenceLayer, x: Sequence, constants: Constants | None) ->
     return entry
 
 
-def _mismatched_shape(layer: SequenceLayer, x: Sequence, y: Sequence, shape: tuple[int, ...], method: str) -> SpecMismatchError:
+def _mismatched_shape(
+    layer: SequenceLayer, x: Sequence, y: Sequence, shape: tuple[int, ...], method: str
+) -> SpecMismatchError:
     return SpecMismatchError(
         f"{_name(layer)}.{method} produced channel shape {y.channel_shape} for input channel "
         f"shape {x.channel_shape}, but get_output_spec declares {shape}."
@@ -335,7 +339,9 @@ def _wrap_step(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
     return step
 
 
-def _coerce_spec(layer: SequenceLayer, input_spec: Any) -> ChannelSpec:
+def coerce_spec(layer: SequenceLayer, input_spec: Any) -> ChannelSpec:
+    """``input_spec`` as a ChannelSpec: accepts one, or a ``(shape, dtype)`` pair; a TypeError naming
+    ``layer`` says exactly what it wants otherwise."""
     if isinstance(input_spec, ChannelSpec):
         return input_spec
     if isinstance(input_spec, Sequence):
@@ -375,7 +381,7 @@ def _wrap_initial_state(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise TypeError(
                 f"{_name(self)}.get_initial_state expects a non-negative int batch_size; got {batch_size!r}."
             )
-        input_spec = _coerce_spec(self, input_spec)
+        input_spec = coerce_spec(self, input_spec)
         if _is_compiling():
             return fn(self, batch_size, input_spec, training=training, constants=constants)
         _calls.depth += 1

@@ -531,7 +531,7 @@ def collect_examples(plugin: str | None = None) -> tuple[list[tuple[str, LayerEx
         if info is not None and not info.ok:
             continue
         try:
-            provided = list(impl.function() or ())
+            provided: list[Any] = list(impl.function() or ())  # type: ignore[call-overload]
             bad = [ex for ex in provided if not isinstance(ex, LayerExample)]
             if bad:
                 raise TypeError(f"sl_example_layers returned {type(bad[0]).__name__}, not LayerExample")

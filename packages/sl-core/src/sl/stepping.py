@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from sl.layer import SequenceLayer
+from sl.layer import SequenceLayer, coerce_spec
 from sl.types import ChannelSpec, Constants, Emits, Sequence, State
 
 __all__ = ["Streamer", "concatenate_emits", "run_steps", "step_by_step"]
@@ -194,7 +194,7 @@ class Streamer:
         self.training = training
         self.constants = constants
         self.grad = grad
-        self._input_spec = input_spec
+        self._input_spec = coerce_spec(layer, input_spec)
         self.reset()
 
     def reset(self) -> None:
@@ -203,8 +203,6 @@ class Streamer:
             self.state = self.layer.get_initial_state(
                 self.batch_size, self._input_spec, training=self.training, constants=self.constants
             )
-        shape, dtype = self._input_spec
-        self._input_spec = ChannelSpec(tuple(shape), dtype)
         self._pending: Sequence | None = None
         self._to_drop = self.layer.output_latency
 

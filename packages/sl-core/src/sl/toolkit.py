@@ -77,14 +77,9 @@ def track_device(layer: torch.nn.Module) -> None:
 
 def layer_device(layer: torch.nn.Module) -> torch.device:
     """The device of the layer's first parameter or buffer (CPU for a layer with neither)."""
-    for t in layer.parameters(recurse=False):
-        return t.device
-    for t in layer.buffers(recurse=False):
-        return t.device
-    for t in layer.parameters():
-        return t.device
-    for t in layer.buffers():
-        return t.device
+    for tensors in (layer.parameters(recurse=False), layer.buffers(recurse=False), layer.parameters(), layer.buffers()):
+        for tensor in tensors:
+            return tensor.device
     return torch.device("cpu")
 
 

@@ -38,7 +38,7 @@ def check_positive_int(owner: str, arg: str, value: object, *, allow_zero: bool 
     """``value`` as an int >= 1 (>= 0 with ``allow_zero``); bools and floats are TypeErrors naming ``owner``."""
     if isinstance(value, bool) or not isinstance(value, int):
         try:
-            value = operator.index(value)  # numpy integers
+            value = operator.index(value)  # type: ignore[arg-type]  # numpy integers
         except TypeError:
             raise TypeError(f"{owner} expects {arg} to be an int; got {type(value).__name__} ({value!r}).") from None
     low = 0 if allow_zero else 1

@@ -76,10 +76,10 @@ class _DenseBase(Stateless):
         self._check_input(x)  # clear error before computing
         values = x.values
         dtype = self._compute_dtype(values.dtype)
-        weight = self.weight
+        weight: torch.Tensor = self.weight
         if weight.dtype != dtype:
             weight = weight.to(dtype)
-        bias = self.bias
+        bias: torch.Tensor | None = self.bias
         if bias is not None and bias.dtype != dtype:
             bias = bias.to(dtype)
         if values.dtype != dtype:

@@ -359,7 +359,7 @@ class MaskedDense(_TimeVaryingDense):
         y = torch.einsum("bsi,tosi->bto", values, weight)
         if time > head:  # no parameters past num_steps: zeros, marked invalid by _finish
             y = torch.cat([y, y.new_zeros((y.shape[0], time - head, self.features))], 1)
-        bias = self.bias
+        bias: torch.Tensor | None = self.bias
         if bias is not None and time > head:
             bias = torch.cat([bias, bias.new_zeros((time - head, self.features))], 0)
         _, has_params = self._steps(None, time, x.device)
