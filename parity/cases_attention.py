@@ -122,8 +122,13 @@ def _dpsa_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 f"P={past} F={future}",
-                ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=past,
-                    max_future_horizon=future),
+                ref(
+                    "DotProductSelfAttention",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=past,
+                    max_future_horizon=future,
+                ),
                 ours("DotProductSelfAttention", D, heads, units, past, future),
                 (D,),
             )
@@ -131,7 +136,13 @@ def _dpsa_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "P=2 F=1, 2 blocks/step",
-            ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=2, max_future_horizon=1),
+            ref(
+                "DotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=2,
+                max_future_horizon=1,
+            ),
             ours("DotProductSelfAttention", D, heads, units, 2, 1),
             (D,),
             blocks_per_step=2,
@@ -151,13 +162,24 @@ def _dpsa_cases() -> list[LayerCase]:
         ("combined, shared K/V", _proj("combined", share_kv_projection=True), {"share_kv_projection": True}),
         ("separate", _proj("separate"), {"input_projection": "separate"}),
         ("query + key/value", _proj("query_and_key_value"), {"input_projection": "query_and_key_value"}),
-        ("query + shared key/value", _proj("query_and_shared_key_value"), {"input_projection": "query_and_shared_key_value"}),
+        (
+            "query + shared key/value",
+            _proj("query_and_shared_key_value"),
+            {"input_projection": "query_and_shared_key_value"},
+        ),
     ):
         configs.append(
             Config(
                 f"{label}, P=3 F=1, bias",
-                ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                    max_future_horizon=1, input_projection=proj, use_bias=True),
+                ref(
+                    "DotProductSelfAttention",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=3,
+                    max_future_horizon=1,
+                    input_projection=proj,
+                    use_bias=True,
+                ),
                 ours("DotProductSelfAttention", D, heads, units, 3, 1, bias=True, **kw),
                 (D,),
             )
@@ -166,8 +188,15 @@ def _dpsa_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 f"GQA 4 heads / 2 kv heads, {proj}, P=3 F=2",
-                ref("DotProductSelfAttention", num_heads=4, units_per_head=units, max_past_horizon=3,
-                    max_future_horizon=2, num_kv_heads=2, input_projection=_proj(proj)),
+                ref(
+                    "DotProductSelfAttention",
+                    num_heads=4,
+                    units_per_head=units,
+                    max_past_horizon=3,
+                    max_future_horizon=2,
+                    num_kv_heads=2,
+                    input_projection=_proj(proj),
+                ),
                 ours("DotProductSelfAttention", D, 4, units, 3, 2, 2, input_projection=proj),
                 (D,),
             )
@@ -175,11 +204,29 @@ def _dpsa_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "GQA 4/1, sinks x2, soft cap 5, P=-1 F=-1",
-            ref("DotProductSelfAttention", num_heads=4, units_per_head=units, max_past_horizon=-1,
-                max_future_horizon=-1, num_kv_heads=1, input_projection=_proj("separate"), num_sink_embeddings=2,
-                attention_logits_soft_cap=5.0),
-            ours("DotProductSelfAttention", D, 4, units, -1, -1, 1, input_projection="separate", num_sink_embeddings=2,
-                 attention_logits_soft_cap=5.0),
+            ref(
+                "DotProductSelfAttention",
+                num_heads=4,
+                units_per_head=units,
+                max_past_horizon=-1,
+                max_future_horizon=-1,
+                num_kv_heads=1,
+                input_projection=_proj("separate"),
+                num_sink_embeddings=2,
+                attention_logits_soft_cap=5.0,
+            ),
+            ours(
+                "DotProductSelfAttention",
+                D,
+                4,
+                units,
+                -1,
+                -1,
+                1,
+                input_projection="separate",
+                num_sink_embeddings=2,
+                attention_logits_soft_cap=5.0,
+            ),
             (D,),
         )
     )
@@ -187,8 +234,11 @@ def _dpsa_cases() -> list[LayerCase]:
         ("soft cap 2.0", {"attention_logits_soft_cap": 2.0}, {"attention_logits_soft_cap": 2.0}),
         ("sink embeddings x2", {"num_sink_embeddings": 2}, {"num_sink_embeddings": 2}),
         ("sink scalars", {"use_sink_scalars": True}, {"use_sink_scalars": True}),
-        ("per-dim query+key scale", {"per_dim_scale": True, "per_dim_key_scale": True},
-         {"per_dim_scale": True, "per_dim_key_scale": True}),
+        (
+            "per-dim query+key scale",
+            {"per_dim_scale": True, "per_dim_key_scale": True},
+            {"per_dim_scale": True, "per_dim_key_scale": True},
+        ),
         ("query_scale 0.3", {"query_scale": 0.3}, {"query_scale": 0.3}),
         ("zero_fully_masked", {"zero_fully_masked": True}, {"zero_fully_masked": True}),
         ("dropout 0.5 (inference)", {"attention_probabilities_dropout_rate": 0.5}, {"dropout": 0.5}),
@@ -197,8 +247,14 @@ def _dpsa_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 f"{label}, P=3 F=2",
-                ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                    max_future_horizon=2, **rkw),
+                ref(
+                    "DotProductSelfAttention",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=3,
+                    max_future_horizon=2,
+                    **rkw,
+                ),
                 ours("DotProductSelfAttention", D, heads, units, 3, 2, **okw),
                 (D,),
             )
@@ -208,8 +264,13 @@ def _dpsa_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "Shaw(3, 0), P=3 F=0",
-            ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                relative_position_embedding=r),
+            ref(
+                "DotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=3,
+                relative_position_embedding=r,
+            ),
             ours("DotProductSelfAttention", D, heads, units, 3, 0, relative_position_embedding=o),
             (D,),
         )
@@ -218,8 +279,14 @@ def _dpsa_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "Shaw(2, 2), P=3 F=2 (layer only: the reference cannot step relative positions with lookahead)",
-            ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                max_future_horizon=2, relative_position_embedding=r),
+            ref(
+                "DotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=3,
+                max_future_horizon=2,
+                relative_position_embedding=r,
+            ),
             ours("DotProductSelfAttention", D, heads, units, 3, 2, relative_position_embedding=o),
             (D,),
             check_step=False,
@@ -229,8 +296,13 @@ def _dpsa_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "T5(8, causal), P=4 F=0",
-            ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=4,
-                relative_position_embedding=r),
+            ref(
+                "DotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=4,
+                relative_position_embedding=r,
+            ),
             ours("DotProductSelfAttention", D, heads, units, 4, 0, relative_position_embedding=o),
             (D,),
         )
@@ -239,8 +311,14 @@ def _dpsa_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "T5(10, bidirectional), P=-1 F=-1",
-            ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=-1,
-                max_future_horizon=-1, relative_position_embedding=r),
+            ref(
+                "DotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=-1,
+                max_future_horizon=-1,
+                relative_position_embedding=r,
+            ),
             ours("DotProductSelfAttention", D, heads, units, -1, -1, relative_position_embedding=o),
             (D,),
             time=21,
@@ -250,12 +328,24 @@ def _dpsa_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "RoPE query/key networks, P=3 F=0",
-            ref("DotProductSelfAttention", num_heads=heads, units_per_head=units, max_past_horizon=3,
+            ref(
+                "DotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=3,
                 query_network=ref("ApplyRotaryPositionalEncoding", max_wavelength=100.0),
-                key_network=ref("ApplyRotaryPositionalEncoding", max_wavelength=100.0)),
-            ours("DotProductSelfAttention", D, heads, units, 3, 0,
-                 query_network=ours("ApplyRotaryPositionalEncoding", 100.0),
-                 key_network=ours("ApplyRotaryPositionalEncoding", 100.0)),
+                key_network=ref("ApplyRotaryPositionalEncoding", max_wavelength=100.0),
+            ),
+            ours(
+                "DotProductSelfAttention",
+                D,
+                heads,
+                units,
+                3,
+                0,
+                query_network=ours("ApplyRotaryPositionalEncoding", 100.0),
+                key_network=ours("ApplyRotaryPositionalEncoding", 100.0),
+            ),
             (D,),
             random_mask=False,
         )
@@ -270,8 +360,14 @@ def _local_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 f"block={block} P={past} F={future}",
-                ref("LocalDotProductSelfAttention", num_heads=heads, units_per_head=units, block_size=block,
-                    max_past_horizon=past, max_future_horizon=future),
+                ref(
+                    "LocalDotProductSelfAttention",
+                    num_heads=heads,
+                    units_per_head=units,
+                    block_size=block,
+                    max_past_horizon=past,
+                    max_future_horizon=future,
+                ),
                 ours("LocalDotProductSelfAttention", D, heads, units, block, past, future),
                 (D,),
             )
@@ -279,20 +375,55 @@ def _local_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "block=4 P=3 F=1, sinks x2, soft cap 3",
-            ref("LocalDotProductSelfAttention", num_heads=heads, units_per_head=units, block_size=4, max_past_horizon=3,
-                max_future_horizon=1, num_sink_embeddings=2, attention_logits_soft_cap=3.0),
-            ours("LocalDotProductSelfAttention", D, heads, units, 4, 3, 1, num_sink_embeddings=2,
-                 attention_logits_soft_cap=3.0),
+            ref(
+                "LocalDotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                block_size=4,
+                max_past_horizon=3,
+                max_future_horizon=1,
+                num_sink_embeddings=2,
+                attention_logits_soft_cap=3.0,
+            ),
+            ours(
+                "LocalDotProductSelfAttention",
+                D,
+                heads,
+                units,
+                4,
+                3,
+                1,
+                num_sink_embeddings=2,
+                attention_logits_soft_cap=3.0,
+            ),
             (D,),
         )
     )
     configs.append(
         Config(
             "block=3 P=3 F=0, sink scalars, per-dim scales",
-            ref("LocalDotProductSelfAttention", num_heads=heads, units_per_head=units, block_size=3, max_past_horizon=3,
-                use_sink_scalars=True, per_dim_scale=True, per_dim_key_scale=True),
-            ours("LocalDotProductSelfAttention", D, heads, units, 3, 3, 0, use_sink_scalars=True, per_dim_scale=True,
-                 per_dim_key_scale=True),
+            ref(
+                "LocalDotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                block_size=3,
+                max_past_horizon=3,
+                use_sink_scalars=True,
+                per_dim_scale=True,
+                per_dim_key_scale=True,
+            ),
+            ours(
+                "LocalDotProductSelfAttention",
+                D,
+                heads,
+                units,
+                3,
+                3,
+                0,
+                use_sink_scalars=True,
+                per_dim_scale=True,
+                per_dim_key_scale=True,
+            ),
             (D,),
         )
     )
@@ -300,8 +431,14 @@ def _local_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "TransformerXL, block=4 P=3 F=0",
-            ref("LocalDotProductSelfAttention", num_heads=heads, units_per_head=units, block_size=4,
-                max_past_horizon=3, relative_position_embedding=r),
+            ref(
+                "LocalDotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                block_size=4,
+                max_past_horizon=3,
+                relative_position_embedding=r,
+            ),
             ours("LocalDotProductSelfAttention", D, heads, units, 4, 3, 0, relative_position_embedding=o),
             (D,),
         )
@@ -310,8 +447,15 @@ def _local_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "TransformerXL, block=3 P=2 F=2 (layer only: the reference cannot step relative positions with lookahead)",
-            ref("LocalDotProductSelfAttention", num_heads=heads, units_per_head=units, block_size=3,
-                max_past_horizon=2, max_future_horizon=2, relative_position_embedding=r),
+            ref(
+                "LocalDotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                block_size=3,
+                max_past_horizon=2,
+                max_future_horizon=2,
+                relative_position_embedding=r,
+            ),
             ours("LocalDotProductSelfAttention", D, heads, units, 3, 2, 2, relative_position_embedding=o),
             (D,),
             check_step=False,
@@ -346,8 +490,13 @@ def _v2_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 f"P={past} F={future}",
-                ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=past,
-                    max_future_horizon=future),
+                ref(
+                    "DotProductSelfAttentionV2",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=past,
+                    max_future_horizon=future,
+                ),
                 ours("DotProductSelfAttentionV2", D, heads, units, past, future),
                 (D,),
             )
@@ -355,22 +504,57 @@ def _v2_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "GQA 4/2 (flash grouping), separate, soft cap 3, per-dim scale, P=3 F=1",
-            ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                max_future_horizon=1, num_kv_heads=2, input_projection=_proj("separate"),
-                attention_logits_soft_cap=3.0, per_dim_scale=True),
-            ours("DotProductSelfAttentionV2", D, heads, units, 3, 1, 2, input_projection="separate",
-                 attention_logits_soft_cap=3.0, per_dim_scale=True),
+            ref(
+                "DotProductSelfAttentionV2",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=3,
+                max_future_horizon=1,
+                num_kv_heads=2,
+                input_projection=_proj("separate"),
+                attention_logits_soft_cap=3.0,
+                per_dim_scale=True,
+            ),
+            ours(
+                "DotProductSelfAttentionV2",
+                D,
+                heads,
+                units,
+                3,
+                1,
+                2,
+                input_projection="separate",
+                attention_logits_soft_cap=3.0,
+                per_dim_scale=True,
+            ),
             (D,),
         )
     )
     configs.append(
         Config(
             "GQA 4/2, query + shared key/value, flash block sizes 4/3, P=4 F=0, 2 blocks/step",
-            ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=4,
-                num_kv_heads=2, input_projection=_proj("query_and_shared_key_value"),
-                flash_attention_query_block_size=4, flash_attention_key_block_size=3),
-            ours("DotProductSelfAttentionV2", D, heads, units, 4, 0, 2, input_projection="query_and_shared_key_value",
-                 flash_attention_query_block_size=4, flash_attention_key_block_size=3),
+            ref(
+                "DotProductSelfAttentionV2",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=4,
+                num_kv_heads=2,
+                input_projection=_proj("query_and_shared_key_value"),
+                flash_attention_query_block_size=4,
+                flash_attention_key_block_size=3,
+            ),
+            ours(
+                "DotProductSelfAttentionV2",
+                D,
+                heads,
+                units,
+                4,
+                0,
+                2,
+                input_projection="query_and_shared_key_value",
+                flash_attention_query_block_size=4,
+                flash_attention_key_block_size=3,
+            ),
             (D,),
             blocks_per_step=2,
         )
@@ -379,8 +563,15 @@ def _v2_cases() -> list[LayerCase]:
         Config(
             "segment ids + positions (x2) from constants, P=2 F=1 (layer only: the reference reads these as "
             "arrays, which step_by_step cannot stream)",
-            ref("DotProductSelfAttentionV2", num_heads=heads, units_per_head=units, max_past_horizon=2,
-                max_future_horizon=1, segment_ids_name="seg", position_name="pos"),
+            ref(
+                "DotProductSelfAttentionV2",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=2,
+                max_future_horizon=1,
+                segment_ids_name="seg",
+                position_name="pos",
+            ),
             ours("DotProductSelfAttentionV2", D, heads, units, 2, 1, segment_ids_name="seg", position_name="pos"),
             (D,),
             constants=_int_constants(seg=("segments", 3), pos=("positions", 2)),
@@ -397,8 +588,14 @@ def _blockwise_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 f"block={block} past_blocks={past} future_blocks={future}",
-                ref("BlockwiseDotProductSelfAttention", block_size=block, num_heads=heads, units_per_head=units,
-                    max_past_horizon_blocks=past, max_future_horizon_blocks=future),
+                ref(
+                    "BlockwiseDotProductSelfAttention",
+                    block_size=block,
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon_blocks=past,
+                    max_future_horizon_blocks=future,
+                ),
                 ours("BlockwiseDotProductSelfAttention", D, block, heads, units, past, future),
                 (D,),
                 time=14,
@@ -407,11 +604,31 @@ def _blockwise_cases() -> list[LayerCase]:
     configs.append(
         Config(
             "GQA 4/2, separate, soft cap 2, per-dim scale, block=3 1/1, 2 blocks/step",
-            ref("BlockwiseDotProductSelfAttention", block_size=3, num_heads=4, units_per_head=units,
-                max_past_horizon_blocks=1, max_future_horizon_blocks=1, num_kv_heads=2,
-                input_projection=_proj("separate"), attention_logits_soft_cap=2.0, per_dim_scale=True),
-            ours("BlockwiseDotProductSelfAttention", D, 3, 4, units, 1, 1, 2, input_projection="separate",
-                 attention_logits_soft_cap=2.0, per_dim_scale=True),
+            ref(
+                "BlockwiseDotProductSelfAttention",
+                block_size=3,
+                num_heads=4,
+                units_per_head=units,
+                max_past_horizon_blocks=1,
+                max_future_horizon_blocks=1,
+                num_kv_heads=2,
+                input_projection=_proj("separate"),
+                attention_logits_soft_cap=2.0,
+                per_dim_scale=True,
+            ),
+            ours(
+                "BlockwiseDotProductSelfAttention",
+                D,
+                3,
+                4,
+                units,
+                1,
+                1,
+                2,
+                input_projection="separate",
+                attention_logits_soft_cap=2.0,
+                per_dim_scale=True,
+            ),
             (D,),
             time=15,
             blocks_per_step=2,
@@ -426,16 +643,24 @@ def _blockwise_cases() -> list[LayerCase]:
 def _cross_cases() -> list[LayerCase]:
     heads, units = 3, 4
     configs: list[Config] = []
-    base = dict(source_name="source", num_heads=heads, units_per_head=units)
+    base = {"source_name": "source", "num_heads": heads, "units_per_head": units}
     for label, rkw, okw in (
         ("default (query + key/value)", {}, {}),
-        ("separate, bias", {"input_projection": _proj("separate"), "use_bias": True},
-         {"input_projection": "separate", "bias": True}),
-        ("query + shared key/value", {"input_projection": _proj("query_and_shared_key_value")},
-         {"input_projection": "query_and_shared_key_value"}),
-        ("soft cap 3, per-dim scales, query_scale 0.5", {"attention_logits_soft_cap": 3.0, "per_dim_scale": True,
-         "per_dim_key_scale": True, "query_scale": 0.5},
-         {"attention_logits_soft_cap": 3.0, "per_dim_scale": True, "per_dim_key_scale": True, "query_scale": 0.5}),
+        (
+            "separate, bias",
+            {"input_projection": _proj("separate"), "use_bias": True},
+            {"input_projection": "separate", "bias": True},
+        ),
+        (
+            "query + shared key/value",
+            {"input_projection": _proj("query_and_shared_key_value")},
+            {"input_projection": "query_and_shared_key_value"},
+        ),
+        (
+            "soft cap 3, per-dim scales, query_scale 0.5",
+            {"attention_logits_soft_cap": 3.0, "per_dim_scale": True, "per_dim_key_scale": True, "query_scale": 0.5},
+            {"attention_logits_soft_cap": 3.0, "per_dim_scale": True, "per_dim_key_scale": True, "query_scale": 0.5},
+        ),
         ("sink embeddings x2", {"num_sink_embeddings": 2}, {"num_sink_embeddings": 2}),
         ("sink scalars", {"use_sink_scalars": True}, {"use_sink_scalars": True}),
         ("zero_fully_masked", {"zero_fully_masked": True}, {"zero_fully_masked": True}),
@@ -463,8 +688,15 @@ def _cross_cases() -> list[LayerCase]:
         Config(
             "RoPE query network",
             ref("DotProductAttention", **base, query_network=ref("ApplyRotaryPositionalEncoding", max_wavelength=50.0)),
-            ours("DotProductAttention", D, heads, units, "source", S_D,
-                 query_network=ours("ApplyRotaryPositionalEncoding", 50.0)),
+            ours(
+                "DotProductAttention",
+                D,
+                heads,
+                units,
+                "source",
+                S_D,
+                query_network=ours("ApplyRotaryPositionalEncoding", 50.0),
+            ),
             (D,),
             constants=_source(time=6),
             random_mask=False,
@@ -474,18 +706,27 @@ def _cross_cases() -> list[LayerCase]:
     for label, rkw, okw, names in (
         ("one source", {}, {}, ("a",)),
         ("two sources", {}, {}, ("a", "b")),
-        ("two sources, GQA 4/2 (flash grouping), soft cap 4, per-dim scale",
-         {"num_heads": 4, "num_kv_heads": 2, "attention_logits_soft_cap": 4.0, "per_dim_scale": True},
-         {"num_heads": 4, "num_kv_heads": 2, "attention_logits_soft_cap": 4.0, "per_dim_scale": True}, ("a", "b")),
-        ("two sources, separate projection", {"input_projection": _proj("separate")},
-         {"input_projection": "separate"}, ("a", "b")),
+        (
+            "two sources, GQA 4/2 (flash grouping), soft cap 4, per-dim scale",
+            {"num_heads": 4, "num_kv_heads": 2, "attention_logits_soft_cap": 4.0, "per_dim_scale": True},
+            {"num_heads": 4, "num_kv_heads": 2, "attention_logits_soft_cap": 4.0, "per_dim_scale": True},
+            ("a", "b"),
+        ),
+        (
+            "two sources, separate projection",
+            {"input_projection": _proj("separate")},
+            {"input_projection": "separate"},
+            ("a", "b"),
+        ),
     ):
         r_heads = rkw.pop("num_heads", heads)
         o_heads = okw.pop("num_heads", heads)
         multi.append(
             Config(
                 label,
-                ref("MultiSourceDotProductAttention", source_names=names, num_heads=r_heads, units_per_head=units, **rkw),
+                ref(
+                    "MultiSourceDotProductAttention", source_names=names, num_heads=r_heads, units_per_head=units, **rkw
+                ),
                 ours("MultiSourceDotProductAttention", D, o_heads, units, list(names), S_D, **okw),
                 (D,),
                 constants=_sources(*names),
@@ -510,8 +751,15 @@ def _streaming_cases() -> list[LayerCase]:
             configs.append(
                 Config(
                     f"P={past} F={future}" + (", block=3" if local else ""),
-                    ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=past,
-                        max_future_horizon=future, **block),
+                    ref(
+                        name,
+                        source_name="source",
+                        num_heads=heads,
+                        units_per_head=units,
+                        max_past_horizon=past,
+                        max_future_horizon=future,
+                        **block,
+                    ),
                     ours(name, D, heads, units, "source", *oblock, past, future, S_D),
                     (D,),
                     constants=_source(streamed=True, holes=False),
@@ -521,8 +769,15 @@ def _streaming_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 "P=2 F=1, source with invalid steps" + (", block=3" if local else ""),
-                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=2,
-                    max_future_horizon=1, **({"block_size": 3} if local else {})),
+                ref(
+                    name,
+                    source_name="source",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=2,
+                    max_future_horizon=1,
+                    **({"block_size": 3} if local else {}),
+                ),
                 ours(name, D, heads, units, "source", *((3,) if local else ()), 2, 1, S_D),
                 (D,),
                 constants=_source(streamed=True),
@@ -536,11 +791,34 @@ def _streaming_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 "P=3 F=2, sinks x2, soft cap 3, per-dim scales" + (", block=4" if local else ""),
-                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                    max_future_horizon=2, num_sink_embeddings=2, attention_logits_soft_cap=3.0, per_dim_scale=True,
-                    per_dim_key_scale=True, **block),
-                ours(name, D, heads, units, "source", *oblock, 3, 2, S_D, num_sink_embeddings=2,
-                     attention_logits_soft_cap=3.0, per_dim_scale=True, per_dim_key_scale=True),
+                ref(
+                    name,
+                    source_name="source",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=3,
+                    max_future_horizon=2,
+                    num_sink_embeddings=2,
+                    attention_logits_soft_cap=3.0,
+                    per_dim_scale=True,
+                    per_dim_key_scale=True,
+                    **block,
+                ),
+                ours(
+                    name,
+                    D,
+                    heads,
+                    units,
+                    "source",
+                    *oblock,
+                    3,
+                    2,
+                    S_D,
+                    num_sink_embeddings=2,
+                    attention_logits_soft_cap=3.0,
+                    per_dim_scale=True,
+                    per_dim_key_scale=True,
+                ),
                 (D,),
                 constants=_source(streamed=True),
                 stream_constants=True,
@@ -549,10 +827,30 @@ def _streaming_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 "P=3 F=1, sink scalars, separate projection" + (", block=4" if local else ""),
-                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                    max_future_horizon=1, use_sink_scalars=True, input_projection=_proj("separate"), **block),
-                ours(name, D, heads, units, "source", *oblock, 3, 1, S_D, use_sink_scalars=True,
-                     input_projection="separate"),
+                ref(
+                    name,
+                    source_name="source",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=3,
+                    max_future_horizon=1,
+                    use_sink_scalars=True,
+                    input_projection=_proj("separate"),
+                    **block,
+                ),
+                ours(
+                    name,
+                    D,
+                    heads,
+                    units,
+                    "source",
+                    *oblock,
+                    3,
+                    1,
+                    S_D,
+                    use_sink_scalars=True,
+                    input_projection="separate",
+                ),
                 (D,),
                 constants=_source(streamed=True),
                 stream_constants=True,
@@ -561,8 +859,16 @@ def _streaming_cases() -> list[LayerCase]:
         configs.append(
             Config(
                 "P=2 F=2 without the query delay buffer (raw step outputs)" + (", block=4" if local else ""),
-                ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=2,
-                    max_future_horizon=2, use_query_delay_buffer=False, **block),
+                ref(
+                    name,
+                    source_name="source",
+                    num_heads=heads,
+                    units_per_head=units,
+                    max_past_horizon=2,
+                    max_future_horizon=2,
+                    use_query_delay_buffer=False,
+                    **block,
+                ),
                 ours(name, D, heads, units, "source", *oblock, 2, 2, S_D, use_query_delay_buffer=False),
                 (D,),
                 constants=_source(streamed=True, holes=False),
@@ -574,8 +880,15 @@ def _streaming_cases() -> list[LayerCase]:
             configs.append(
                 Config(
                     "TransformerXL, P=3 F=0, block=4",
-                    ref(name, source_name="source", num_heads=heads, units_per_head=units, max_past_horizon=3,
-                        block_size=4, relative_position_embedding=r),
+                    ref(
+                        name,
+                        source_name="source",
+                        num_heads=heads,
+                        units_per_head=units,
+                        max_past_horizon=3,
+                        block_size=4,
+                        relative_position_embedding=r,
+                    ),
                     ours(name, D, heads, units, "source", 4, 3, 0, S_D, relative_position_embedding=o),
                     (D,),
                     constants=_source(streamed=True),
@@ -591,15 +904,24 @@ def _gmm_cases() -> list[LayerCase]:
     for monotonic in (False, True):
         for label, rkw, okw in (
             ("", {}, {}),
-            (", max_offset 2, offset/scale biases, no output bias",
-             {"max_offset": 2.0, "init_offset_bias": 0.5, "init_scale_bias": 1.0, "output_use_bias": False},
-             {"max_offset": 2.0, "init_offset_bias": 0.5, "init_scale_bias": 1.0, "output_bias": False}),
+            (
+                ", max_offset 2, offset/scale biases, no output bias",
+                {"max_offset": 2.0, "init_offset_bias": 0.5, "init_scale_bias": 1.0, "output_use_bias": False},
+                {"max_offset": 2.0, "init_offset_bias": 0.5, "init_scale_bias": 1.0, "output_bias": False},
+            ),
         ):
             configs.append(
                 Config(
                     f"{'monotonic' if monotonic else 'not monotonic'}{label}",
-                    ref("GmmAttention", source_name="source", num_heads=2, units_per_head=3, num_components=4,
-                        monotonic=monotonic, **rkw),
+                    ref(
+                        "GmmAttention",
+                        source_name="source",
+                        num_heads=2,
+                        units_per_head=3,
+                        num_components=4,
+                        monotonic=monotonic,
+                        **rkw,
+                    ),
                     ours("GmmAttention", D, 2, 3, 4, "source", monotonic, S_D, **okw),
                     (D,),
                     constants=_source(time=9),

@@ -155,7 +155,9 @@ class AttentionBase(SequenceLayer):
             raise ValueError(f"{owner} expects dropout (on the attention probabilities) in [0, 1]; got {dropout!r}.")
         self.dropout_rate = float(dropout)
         self.broadcast_dropout_across_queries = bool(broadcast_dropout_across_queries)
-        self.num_sink_embeddings = check_positive_int(owner, "num_sink_embeddings", num_sink_embeddings, allow_zero=True)
+        self.num_sink_embeddings = check_positive_int(
+            owner, "num_sink_embeddings", num_sink_embeddings, allow_zero=True
+        )
         self.use_sink_scalars = bool(use_sink_scalars)
         if self.num_sink_embeddings and self.use_sink_scalars:
             raise ValueError(f"{owner}: use either num_sink_embeddings or use_sink_scalars, not both.")
@@ -163,7 +165,11 @@ class AttentionBase(SequenceLayer):
             raise ValueError(f"{owner}: zero_fully_masked and attention sinks are incompatible (as in the reference).")
         self._want_per_dim_scale = bool(per_dim_scale)
         self._want_per_dim_key_scale = bool(per_dim_key_scale)
-        for net_name, net in (("query_network", query_network), ("key_network", key_network), ("value_network", value_network)):
+        for net_name, net in (
+            ("query_network", query_network),
+            ("key_network", key_network),
+            ("value_network", value_network),
+        ):
             if net is not None:
                 if not isinstance(net, SequenceLayer):
                     raise TypeError(f"{owner} expects {net_name} to be an sl SequenceLayer; got {type(net).__name__}.")
@@ -451,9 +457,7 @@ class WindowedAttention(AttentionBase):
         return self.max_past_horizon < 0
 
     # -- subclass hooks --------------------------------------------------------------------
-    def _project(
-        self, x: Sequence, constants: Constants | None, step: bool
-    ) -> tuple[Sequence, Sequence, Sequence]:
+    def _project(self, x: Sequence, constants: Constants | None, step: bool) -> tuple[Sequence, Sequence, Sequence]:
         """Queries ``[B, T, N, H]`` and keys/values ``[B, T, K, H]`` (before the networks)."""
         q, k, v = self.input_projection.get_qkv(x.mask_invalid())
         return q, k, v
@@ -678,7 +682,9 @@ class WindowedAttention(AttentionBase):
         q, state["query_network"] = self._apply_network_step(
             self.query_network, q, state["query_network"], training, constants
         )
-        k, state["key_network"] = self._apply_network_step(self.key_network, k, state["key_network"], training, constants)
+        k, state["key_network"] = self._apply_network_step(
+            self.key_network, k, state["key_network"], training, constants
+        )
         v, state["value_network"] = self._apply_network_step(
             self.value_network, v, state["value_network"], training, constants
         )
@@ -792,14 +798,6 @@ def get_source(layer: SequenceLayer, constants: Constants | None, name: str, ran
     return source
 
 
-def check_source_batch(layer: SequenceLayer, x: Sequence, source: Sequence, name: str) -> None:
-    if source.values.shape[0] != x.values.shape[0]:
-        raise ValueError(
-            f"{_name(layer)}: constants[{name!r}] has batch size {source.values.shape[0]}, but the input has batch "
-            f"size {x.values.shape[0]}; they must match."
-        )
-
-
 def positions_constant(layer: SequenceLayer, constants: Constants | None, name: str, x: Sequence) -> torch.Tensor:
     """Integer positions/segment ids ``[B or 1, T]`` from ``constants[name]`` (tensor or Sequence)."""
     value = get_constant(layer, constants, name)
@@ -816,4 +814,3 @@ def positions_constant(layer: SequenceLayer, constants: Constants | None, name: 
             f"input's batch and time); got {list(value.shape)}."
         )
     return value
-

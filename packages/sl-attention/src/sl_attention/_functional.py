@@ -47,9 +47,7 @@ BiasFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 DropoutFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def scale_queries(
-    queries: torch.Tensor, per_dim_scale: torch.Tensor | None, query_scale: float | None
-) -> torch.Tensor:
+def scale_queries(queries: torch.Tensor, per_dim_scale: torch.Tensor | None, query_scale: float | None) -> torch.Tensor:
     """``queries * query_scale`` (default ``1/sqrt(H)``), or with a learned per-dimension scale
     ``query_scale * softplus(per_dim_scale) / softplus(0)``."""
     scale = 1.0 / math.sqrt(queries.shape[-1]) if query_scale is None else float(query_scale)
@@ -178,7 +176,7 @@ def _explicit(
     zero_fully_masked: bool,
     need_probs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    b, tq, n, h = queries.shape
+    b, tq, n, _h = queries.shape
     kv_heads = keys.shape[2]
     dtype = queries.dtype
     if kv_heads != n:
@@ -300,7 +298,7 @@ def blocked_attend(
         # [B, N, T, S] -> [B*U, N, block, S]
         st = sink_logits.permute(0, 2, 1, 3)
         sinks = _blocks(st, block, 0, 0).reshape(b * u, block, n, s).permute(0, 2, 1, 3)
-    context, probs = attend(
+    context, block_probs = attend(
         q_blocks,
         k_blocks,
         v_blocks,
@@ -315,6 +313,6 @@ def blocked_attend(
         gqa=gqa,
     )
     context = context.reshape(b, u * block, n, h)[:, :t]
-    if probs is not None:
-        probs = probs.reshape(b, u * block, n, probs.shape[-1])[:, :t]
-    return context, probs
+    if block_probs is None:
+        return context, None
+    return context, block_probs.reshape(b, u * block, n, block_probs.shape[-1])[:, :t]

@@ -69,7 +69,9 @@ def convert_projection(projection: InputProjectionModule, variables: Variables, 
     """Fills ``projection`` from reference scopes ``<prefix><name>`` (see the module docstring)."""
     for ours, theirs in _PROJECTION_NAMES[type(projection)]:
         scope = variables.child(prefix + theirs)
-        scope.assign(getattr(projection, ours + "_weight"), "kernel", transform=_kernel_to_weight, target_name=ours + "_weight")
+        scope.assign(
+            getattr(projection, ours + "_weight"), "kernel", transform=_kernel_to_weight, target_name=ours + "_weight"
+        )
         bias = getattr(projection, ours + "_bias")
         if bias is not None or scope.has("bias"):
             scope.assign(bias, "bias", transform=_flatten, target_name=ours + "_bias")

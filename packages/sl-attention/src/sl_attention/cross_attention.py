@@ -212,7 +212,11 @@ class DotProductAttention(AttentionBase):
             state.update(keys=keys, values=values, mask=mask)
         state["time"] = state_full(self, (batch_size,), 0, torch.int32)
         state["query_network"] = self._network_state(
-            self.query_network, batch_size, ChannelSpec((self.num_heads, self.units_per_head), dtype), training, constants
+            self.query_network,
+            batch_size,
+            ChannelSpec((self.num_heads, self.units_per_head), dtype),
+            training,
+            constants,
         )
         return state
 
@@ -375,8 +379,10 @@ class MultiSourceDotProductAttention(AttentionBase):
             v = self._apply_network_layer(self.value_network, v, training, constants).mask_invalid()
             entry = {"keys": k.values, "values": v.values, "mask": k.mask & v.mask}
             if seg_name is not None:
-                entry["segment_ids"] = positions_constant(self, constants, seg_name, source).to(torch.int32).expand(
-                    batch, source.values.shape[1]
+                entry["segment_ids"] = (
+                    positions_constant(self, constants, seg_name, source)
+                    .to(torch.int32)
+                    .expand(batch, source.values.shape[1])
                 )
             out.append(entry)
         return tuple(out)
@@ -455,4 +461,3 @@ class MultiSourceDotProductAttention(AttentionBase):
             self.query_network, q, state["query_network"], training, constants
         )
         return self._attention(x, q, state["sources"], constants), state, ()
-

@@ -78,9 +78,7 @@ def _self_attention() -> list[LayerExample]:
         LayerExample(DPSA(D, 2, 3, 3, 2), (D,), contract=TOL, random_mask=True, name="DPSA(P=3, F=2)"),
         LayerExample(DPSA(D, 2, 3, 0, 2), (D,), contract=TOL, name="DPSA(P=0, F=2)"),
         LayerExample(DPSA(D, 2, 3, -1, 0, max_cache_length=24), (D,), contract=TOL, name="DPSA(P=-1, F=0, cache)"),
-        LayerExample(
-            DPSA(D, 2, 3, -1, 2, max_cache_length=24), (D,), contract=TOL, name="DPSA(P=-1, F=2, cache)"
-        ),
+        LayerExample(DPSA(D, 2, 3, -1, 2, max_cache_length=24), (D,), contract=TOL, name="DPSA(P=-1, F=2, cache)"),
         LayerExample(DPSA(D, 2, 3, -1, -1), (D,), contract=TOL, name="DPSA(P=-1, F=-1, layer only)"),
         LayerExample(DPSA(D, 2, 3, 3, -1), (D,), contract=TOL, name="DPSA(P=3, F=-1, layer only)"),
         LayerExample(
@@ -134,15 +132,24 @@ def _self_attention() -> list[LayerExample]:
             name="DPSA(bias, shared K/V, zero_fully_masked, dropout)",
         ),
         LayerExample(
-            DPSA(D, 2, 4, 3, 1, query_network=L.ApplyRotaryPositionalEncoding(100.0),
-                 key_network=L.ApplyRotaryPositionalEncoding(100.0)),
+            DPSA(
+                D,
+                2,
+                4,
+                3,
+                1,
+                query_network=L.ApplyRotaryPositionalEncoding(100.0),
+                key_network=L.ApplyRotaryPositionalEncoding(100.0),
+            ),
             (D,),
             contract=TOL,
             name="DPSA(RoPE query/key networks)",
         ),
         LayerExample(
-            c.Serial(L.Delay(2, delay_layer_output=False), DPSA(D, 2, 3, -1, 1, max_cache_length=24,
-                                                               relative_position_embedding=_shaw(4, 1, 2, 3))),
+            c.Serial(
+                L.Delay(2, delay_layer_output=False),
+                DPSA(D, 2, 3, -1, 1, max_cache_length=24, relative_position_embedding=_shaw(4, 1, 2, 3)),
+            ),
             (D,),
             contract=TOL,
             random_mask=True,
@@ -172,7 +179,9 @@ def _flash() -> list[LayerExample]:
     V2 = A.DotProductSelfAttentionV2
     BW = A.BlockwiseDotProductSelfAttention
     return [
-        LayerExample(V2(D, 4, 3, 3, 2, 2, input_projection="separate"), (D,), contract=TOL, name="V2(GQA 4/2, P=3, F=2)"),
+        LayerExample(
+            V2(D, 4, 3, 3, 2, 2, input_projection="separate"), (D,), contract=TOL, name="V2(GQA 4/2, P=3, F=2)"
+        ),
         LayerExample(
             V2(D, 2, 3, -1, 0, max_cache_length=24, attention_logits_soft_cap=3.0, per_dim_scale=True),
             (D,),

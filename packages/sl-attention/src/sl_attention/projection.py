@@ -135,7 +135,9 @@ class InputProjectionModule(torch.nn.Module):
 
     # -- helpers -------------------------------------------------------------------------
     def _weight(self, name: str, rows: int, cols: int, device: Any, dtype: Any) -> None:
-        self.register_parameter(name + "_weight", torch.nn.Parameter(torch.empty(rows, cols, device=device, dtype=dtype)))
+        self.register_parameter(
+            name + "_weight", torch.nn.Parameter(torch.empty(rows, cols, device=device, dtype=dtype))
+        )
         if self.use_bias:
             self.register_parameter(name + "_bias", torch.nn.Parameter(torch.empty(rows, device=device, dtype=dtype)))
         else:
@@ -308,18 +310,18 @@ def make_input_projection(
             f"{owner}: share_kv_projection applies to input_projection='combined'; for another layout with shared "
             "keys and values use input_projection='query_and_shared_key_value'."
         )
-    common = dict(
-        input_size=input_size,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        units_per_head=units_per_head,
-        bias=bias,
-        compute_dtype=compute_dtype,
-        kv_input_size=kv_input_size,
-        owner=owner,
-        device=device,
-        dtype=dtype,
-    )
+    common = {
+        "input_size": input_size,
+        "num_heads": num_heads,
+        "num_kv_heads": num_kv_heads,
+        "units_per_head": units_per_head,
+        "bias": bias,
+        "compute_dtype": compute_dtype,
+        "kv_input_size": kv_input_size,
+        "owner": owner,
+        "device": device,
+        "dtype": dtype,
+    }
     if kind is ProjectionKind.COMBINED:
         return CombinedQueryKeyValueProjection(share_kv=share_kv_projection, **common)  # type: ignore[arg-type]
     return _CLASSES[kind](**common)  # type: ignore[arg-type]

@@ -148,7 +148,7 @@ class ShawRelativePositionEmbedding(RelativePositionEmbedding):
         # [B, N, Tq, R]: each query against every clipped distance.
         per_bucket = torch.einsum("rnh,bqnh->bnqr", emb, queries.to(dtype))
         bucket = torch.clamp(relative, -self.max_backward, self.max_forward) + self.max_backward
-        b, n, tq, r = per_bucket.shape
+        b, n, tq, _r = per_bucket.shape
         index = bucket.to(torch.int64)
         index = index.reshape(index.shape[0], 1, *index.shape[1:]).expand(b, n, tq, index.shape[-1])
         return torch.gather(per_bucket, 3, index)
@@ -308,7 +308,7 @@ class TransformerXLRelativePositionEmbedding(RelativePositionEmbedding):
 
     def bias(self, queries: torch.Tensor, keys: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         dtype = queries.dtype
-        b, tq, n, h = queries.shape
+        b, tq, n, _h = queries.shape
         emb = self.position_embeddings(dtype)  # [R, N, H]
         qv = queries + self.v.to(dtype) if self.v is not None else queries
         per_distance = torch.einsum("bqnh,rnh->bnqr", qv, emb)  # [B, N, Tq, R]

@@ -39,6 +39,8 @@ RelPos = RelativePositionEmbedding | dict[str, Any] | None
 
 
 class _Streaming(WindowedAttention):
+    source_name: str
+
     def _setup_streaming(
         self,
         *,

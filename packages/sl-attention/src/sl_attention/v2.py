@@ -230,7 +230,11 @@ class BlockwiseDotProductSelfAttention(_FlashStyle):
                     "(max_past_horizon_blocks=-1); drop it for a bounded window."
                 )
         self.max_cache_length = max_cache_length
-        for name, net in (("query_network", query_network), ("key_network", key_network), ("value_network", value_network)):
+        for name, net in (
+            ("query_network", query_network),
+            ("key_network", key_network),
+            ("value_network", value_network),
+        ):
             if net is not None and (net.output_ratio != 1 or self._block % net.block_size):
                 raise ValueError(
                     f"{owner}: {name} must have output_ratio 1 and a block_size dividing {self._block}; got "
