@@ -298,3 +298,43 @@ def test_step_compiles(name: str) -> None:
     torch._dynamo.reset()
     factory, shape = LAYERS[name]
     verify_contract(factory(), random_sequence(2, 6, *shape, random_mask=True), compile=True, compile_backend="eager")
+
+
+# -- input size inferred at the first call ---------------------------------------------------------
+
+
+def test_dense_infers_its_input_size_at_the_first_call():
+    layer = sl.Dense(features=4)
+    assert layer.in_features is None and sl.lazy.has_uninitialized_parameters(layer)
+    x = random_sequence(2, 5, 3)
+    y = verify_contract(layer, x, **tolerances(torch.float32))
+    assert y.channel_shape == (4,) and layer.weight.shape == (4, 3) and layer.in_features == 3
+    assert not sl.lazy.has_uninitialized_parameters(layer)
+    assert layer.get_config()["in_features"] == 3
+    rebuilt = sl.from_config(json.loads(json.dumps(layer.get_config())))
+    assert rebuilt.weight.shape == (4, 3)
+    with pytest.raises(ValueError, match=r"Dense expected input channel shape \(\.\.\., 3\); got \(5,\)"):
+        layer.layer(random_sequence(2, 5, 5))
+
+
+def test_lazy_dense_is_built_by_any_entry_point_and_loads_a_state_dict():
+    spec = sl.ChannelSpec((6,), torch.float32)
+    for build in (
+        lambda m: m.get_output_spec(spec),
+        lambda m: m.get_initial_state(2, spec),
+        lambda m: m.step(random_sequence(2, 1, 6), m.get_initial_state(2, spec)),
+    ):
+        model = sl.Serial(sl.Dense(features=5), sl.Relu(), sl.Dense(features=2))
+        build(model)
+        assert [model[0].in_features, model[2].in_features] == [6, 5]
+    eager = sl.Serial(sl.Dense(6, 5), sl.Dense(5, 2))
+    lazy = sl.Serial(sl.Dense(features=5), sl.Dense(features=2))
+    lazy.load_state_dict(eager.state_dict())  # the sizes come from the checkpoint
+    x = random_sequence(2, 4, 6)
+    torch.testing.assert_close(lazy.layer(x).values, eager.layer(x).values)
+    assert lazy.get_config() == eager.get_config()
+
+
+def test_dense_needs_features():
+    with pytest.raises(TypeError, match=r"Dense needs features, the output size: sl.Dense\(features=256\)"):
+        sl.Dense(4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sl import activations, composition_rules, merging, padding, registry, toolkit
+from sl import activations, composition_rules, lazy, merging, padding, registry, toolkit
 from sl.combinators import (
     Bidirectional,
     Blockwise,
@@ -278,6 +278,7 @@ __all__ = [
 _SUBMODULES = {
     "testing",
     "layers",
+    "lazy",
     "interop",
     "combinators",
     "config",

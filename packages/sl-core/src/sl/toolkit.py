@@ -14,6 +14,7 @@ own copies:
   module :mod:`sl.padding` (re-exported as ``padding``);
 * step state on the layer's device: :func:`track_device`, :func:`layer_device`,
   :func:`state_full`;
+* input sizes inferred at the first call: :class:`LazyInputSize` (see :mod:`sl.lazy`);
 * streaming-time checks without host syncs: :func:`check_in_stream`;
 * the error types of the contract checks: :class:`SpecMismatchError`,
   :class:`StateMismatchError`.
@@ -36,10 +37,12 @@ from sl.dtypes import promoted_dtype
 from sl.errors import SpecMismatchError, StateMismatchError
 from sl.initializers import lecun_normal_, reference_fan_in, reference_fans, variance_scaling_
 from sl.layer import SequenceLayer, get_constant
+from sl.lazy import LazyInputSize, has_uninitialized_parameters
 from sl.types import PaddingMode
 from sl.validation import as_shape, check_positive_int, coerce_enum
 
 __all__ = [
+    "LazyInputSize",
     "PaddingMode",
     "SpecMismatchError",
     "StateMismatchError",
@@ -48,6 +51,7 @@ __all__ = [
     "check_positive_int",
     "coerce_enum",
     "get_constant",
+    "has_uninitialized_parameters",
     "is_floating",
     "layer_device",
     "lecun_normal_",

@@ -34,8 +34,9 @@ from sl import activations
 from sl.dtypes import promoted_dtype
 from sl.initializers import lecun_normal_, reference_fan_in
 from sl.layer import Stateless
+from sl.lazy import LazyInputSize
 from sl.types import Constants, MaskedSequence, Sequence
-from sl.validation import as_shape
+from sl.validation import as_shape, check_positive_int
 
 __all__ = ["Dense", "DenseShaped", "EinsumDense"]
 
@@ -93,16 +94,20 @@ class _DenseBase(Stateless):
         return Sequence._trusted(y, x.mask)
 
 
-class Dense(_DenseBase):
+class Dense(LazyInputSize, _DenseBase):
     """``y = activation(x @ weight.T + bias)`` over the last channel axis (like ``torch.nn.Linear``).
 
-    Input channel shape ``(..., in_features)`` -> ``(..., features)``.
+    Input channel shape ``(..., in_features)`` -> ``(..., features)``. ``in_features`` may be
+    omitted (``sl.Dense(features=256)``): it is inferred at the first call, as
+    ``torch.nn.LazyLinear`` does (see :mod:`sl.lazy`).
     """
+
+    lazy_input_arg = "in_features"
 
     def __init__(
         self,
-        in_features: int,
-        features: int,
+        in_features: int | None = None,
+        features: int | None = None,
         bias: bool = True,
         activation: Activation = None,
         compute_dtype: torch.dtype | None = None,
@@ -111,19 +116,37 @@ class Dense(_DenseBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = as_shape("Dense", "in_features", in_features)[0]
-        self.features = as_shape("Dense", "features", features)[0]
+        if features is None:
+            raise TypeError(
+                "Dense needs features, the output size: sl.Dense(features=256) or sl.Dense(in_features, features)."
+            )
+        self.features = check_positive_int("Dense", "features", features)
+        self.in_features = None if in_features is None else check_positive_int("Dense", "in_features", in_features)
         self.compute_dtype = compute_dtype
         self._set_activation(activation)
-        self.weight = torch.nn.Parameter(torch.empty(self.features, self.in_features, device=device, dtype=dtype))
+        self.weight = torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)
         if bias:
             self.bias = torch.nn.Parameter(torch.empty(self.features, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
+        if self.in_features is None:
+            self._register_lazy_loading()
+        else:
+            self._make_parameters(self.in_features)
+
+    def _input_size(self, input_shape: tuple[int, ...]) -> int:
+        if not input_shape:
+            raise ValueError(f"Dense expected input channel shape (..., in_features); got {input_shape}.")
+        return input_shape[-1]
+
+    def _make_parameters(self, size: int) -> None:
+        self.weight.materialize((self.features, size))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Reference initialisers: lecun_normal kernel (fan_in = in_features), zero bias."""
+        if self.in_features is None:
+            return  # created at the first call
         lecun_normal_(self.weight, self.in_features)
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
@@ -134,6 +157,7 @@ class Dense(_DenseBase):
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
+        self._ensure_built(input_shape)
         if not input_shape or input_shape[-1] != self.in_features:
             raise ValueError(f"Dense expected input channel shape (..., {self.in_features}); got {input_shape}.")
         return (*input_shape[:-1], self.features)
