@@ -209,6 +209,7 @@ __all__ = [
     "Max",
     "Maximum",
     "Mean",
+    "lazy",
     "merging",
     "Min",
     "Minimum",
@@ -278,7 +279,6 @@ __all__ = [
 _SUBMODULES = {
     "testing",
     "layers",
-    "lazy",
     "interop",
     "combinators",
     "config",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ class Dense(LazyInputSize, _DenseBase):
         self.in_features = None if in_features is None else check_positive_int("Dense", "in_features", in_features)
         self.compute_dtype = compute_dtype
         self._set_activation(activation)
-        self.weight = torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)
+        self.weight: Any = torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
         if bias:
             self.bias = torch.nn.Parameter(torch.empty(self.features, device=device, dtype=dtype))
         else:
