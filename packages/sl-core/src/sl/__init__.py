@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sl import activations, composition_rules, lazy, merging, padding, registry, toolkit
+from sl import activations, composition_rules, deploy, lazy, merging, padding, registry, toolkit
 from sl.combinators import (
     Bidirectional,
     Blockwise,
@@ -27,6 +27,7 @@ from sl.combinators import (
     WrapperMixin,
 )
 from sl.config import from_config
+from sl.deploy import StreamingModule, compile_step, export_onnx, export_step
 from sl.errors import SpecMismatchError, StateMismatchError
 from sl.layer import (
     Emitting,
@@ -209,6 +210,10 @@ __all__ = [
     "Max",
     "Maximum",
     "Mean",
+    "compile_step",
+    "deploy",
+    "export_onnx",
+    "export_step",
     "lazy",
     "merging",
     "Min",
@@ -264,6 +269,7 @@ __all__ = [
     "step_by_step",
     "StopGradient",
     "Streamer",
+    "StreamingModule",
     "Sum",
     "SwapAxes",
     "SwapDims",

@@ -89,7 +89,13 @@ def _combinators() -> list[LayerExample]:
 def _pointwise() -> list[LayerExample]:
     return [
         LayerExample(L.Abs(), (4,)),
-        LayerExample(L.Abs(), (2, 3), dtype=torch.complex64, name="Abs(complex64)"),
+        LayerExample(
+            L.Abs(),
+            (2, 3),
+            dtype=torch.complex64,
+            name="Abs(complex64)",
+            onnx="complex tensors (ONNX has no complex dtype)",
+        ),
         LayerExample(L.Add(0.5), (4,), random_mask=True),
         LayerExample(L.Add([[1.0], [2.0]]), (2, 3), name="Add(broadcast)"),
         LayerExample(L.Affine(), (4,)),

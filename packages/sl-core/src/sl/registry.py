@@ -113,6 +113,7 @@ class LayerExample:
     name: str | None = None
     config_round_trip: bool = True
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+    onnx: str | None = None
 
     @property
     def label(self) -> str:

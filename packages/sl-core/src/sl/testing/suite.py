@@ -45,12 +45,14 @@ from sl.registry import LayerExample
 from sl.testing.conformance import check_config_round_trip, example_input
 from sl.testing.contract import verify_contract
 from sl.testing.dtypes import tolerances
+from sl.testing.sequences import random_sequence
 
 __all__ = [
     "ContractCase",
     "check_plugin_installed",
     "check_step_compiles",
     "check_step_exports",
+    "check_step_onnx",
     "contract_cases",
     "run_contract_case",
     "steppable_examples",
@@ -154,30 +156,75 @@ def check_step_compiles(example: LayerExample, *, backend: str = "eager") -> Non
         torch.testing.assert_close(y.values, y_eager.values, equal_nan=True)
 
 
-class _Stepper(torch.nn.Module):
-    """One step as a module: what a deployment exports (input block and state in, out)."""
-
-    def __init__(self, layer: Any, constants: Any) -> None:
-        super().__init__()
-        self.layer = layer
-        self.constants = constants
-
-    def forward(self, x: Any, state: Any) -> Any:
-        return self.layer.step(x, state, training=False, constants=self.constants)
-
-
-def check_step_exports(example: LayerExample) -> None:
-    """``torch.export`` of one ``step`` runs and equals eager ``step``."""
+def _stream_inputs(example: LayerExample, steps: int) -> tuple[Any, Any, int]:
     layer = example.layer.eval()
     x, constants = example_input(example)
-    x = x.pad_to_multiple(layer.block_size)[:, : layer.block_size]
+    block = layer.block_size
+    gen = torch.Generator().manual_seed(5)
+    batch, time = x.values.shape[0], steps * block
+    long = random_sequence(
+        batch, time, *x.channel_shape, dtype=x.dtype, random_mask=True, high=example.int_high, generator=gen
+    )
+    if callable(example.constants):  # side inputs as long as the stream (a conditioning sequence)
+        constants = example.constants(batch, time)
+    return long, constants, block
+
+
+def check_step_exports(example: LayerExample, *, steps: int = 100) -> None:
+    """``sl.export_step`` (``torch.export`` of a :class:`~sl.deploy.StreamingModule`) over a
+    ``steps``-block stream equals eager ``step`` (float32: 1e-6)."""
+    from sl.deploy import export_step
+
+    layer = example.layer.eval()
+    x, constants, block = _stream_inputs(example, steps)
+    program, module = export_step(layer, x.values.shape[0], x.channel_spec, constants=constants)
+    run = program.module()
+    flat = module.initial_state()
     state = layer.get_initial_state(x.values.shape[0], x.channel_spec, constants=constants)
-    program = torch.export.export(_Stepper(layer, constants), (x, state))
-    y, new_state = program.module()(x, state)
-    y_eager, eager_state = layer.step(x, state, constants=constants)
-    assert torch.equal(y.mask, y_eager.mask), f"{example.label}: exported step mask differs"
-    torch.testing.assert_close(y.values, y_eager.values, equal_nan=True)
-    pytree.tree_map(torch.testing.assert_close, new_state, eager_state)
+    tol = 1e-6 if x.dtype in (torch.float32, torch.float64) else 1e-5
+    with torch.no_grad():
+        for start in range(0, x.values.shape[1], block):
+            xb = x[:, start : start + block]
+            values, mask, *flat = run(xb.values, xb.mask, *flat)
+            yb, state = layer.step(xb, state, constants=constants)
+            assert torch.equal(mask, yb.mask), f"{example.label}: exported step mask differs at block {start}"
+            torch.testing.assert_close(values, yb.values, rtol=tol, atol=tol, equal_nan=True)
+    pytree.tree_map(
+        lambda a, b: torch.testing.assert_close(a, b, rtol=tol, atol=tol), tuple(flat), module.flatten_state(state)
+    )
+
+
+def check_step_onnx(example: LayerExample, tmp_path: Any, *, steps: int = 30) -> None:
+    """ONNX export (``sl.export_onnx``) run in onnxruntime over a stream equals eager ``step``.
+
+    Skips when onnxruntime is not installed or the example says why it cannot export
+    (``LayerExample.onnx``).
+    """
+    import pytest
+
+    if example.onnx is not None:
+        pytest.skip(f"{example.label} does not export to ONNX: {example.onnx}")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from sl.deploy import export_onnx
+
+    layer = example.layer.eval()
+    x, constants, block = _stream_inputs(example, steps)
+    path = str(tmp_path / "step.onnx")
+    module = export_onnx(layer, x.values.shape[0], x.channel_spec, path, constants=constants)
+    session = ort.InferenceSession(path)
+    names = [i.name for i in session.get_inputs()]
+    flat = [t.numpy() for t in module.initial_state()]
+    state = layer.get_initial_state(x.values.shape[0], x.channel_spec, constants=constants)
+    with torch.no_grad():
+        for start in range(0, x.values.shape[1], block):
+            xb = x[:, start : start + block]
+            feeds = dict(zip(names, [xb.values.numpy(), xb.mask.numpy(), *flat]))
+            values, mask, *flat = session.run(None, feeds)
+            yb, state = layer.step(xb, state, constants=constants)
+            assert (mask == yb.mask.numpy()).all(), f"{example.label}: ONNX step mask differs at block {start}"
+            np.testing.assert_allclose(values, yb.values.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def check_plugin_installed(plugin: str, *, distribution: str, module: str) -> None:

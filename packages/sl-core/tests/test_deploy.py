@@ -1,0 +1,78 @@
+"""sl.deploy: compiled steps, the flat-state streaming module, torch.export and ONNX."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support_layers import NonSteppable
+
+import sl
+from sl.testing import assert_sequences_close, random_sequence
+
+
+def _model():
+    return sl.Serial(
+        sl.Dense(4, 4),
+        sl.Delay(2, delay_layer_output=False),
+        sl.AddTimingSignal(only_advance_position_for_valid_timesteps=False),
+        sl.Lookahead(1),
+    )
+
+
+def test_compile_step_matches_eager():
+    layer = _model().eval()
+    x = random_sequence(2, 12, 4, random_mask=True)
+    step = sl.compile_step(layer, backend="eager")
+    state = eager = layer.get_initial_state(2, x.channel_spec)
+    for t in range(12):
+        y, state = step(x[:, t : t + 1], state)
+        y_eager, eager = layer.step(x[:, t : t + 1], eager)
+        assert_sequences_close(y, y_eager, rtol=0, atol=0)
+
+
+def test_streaming_module_names_and_sizes_its_state():
+    module = sl.StreamingModule(_model(), 2, ((4,), torch.float32))
+    assert module.state_names == ["state_1_values", "state_1_mask", "state_2", "state_3"]
+    # Delay(2): values [2, 2, 4] float32 + mask [2, 2] bool; timing counter [2, 1] int32; countdown [2] int32.
+    assert module.state_bytes(per_stream=False) == 2 * 2 * 4 * 4 + 2 * 2 + 2 * 4 + 2 * 4
+    assert module.state_bytes() == module.state_bytes(per_stream=False) // 2
+    state = module.unflatten_state(module.initial_state())
+    assert isinstance(state[1], sl.Sequence)
+    assert [t.shape for t in module.flatten_state(state)] == [t.shape for t in module.initial_state()]
+    with pytest.raises(ValueError, match="expected 4 state tensors"):
+        module.unflatten_state(module.initial_state()[:2])
+
+
+def test_exported_stream_equals_eager():
+    layer = _model().eval()
+    program, module = sl.export_step(layer, 2, ((4,), torch.float32), block=3)
+    x = random_sequence(2, 30, 4, random_mask=True)
+    run = program.module()
+    flat, state = module.initial_state(), layer.get_initial_state(2, x.channel_spec)
+    with torch.no_grad():
+        for t in range(0, 30, 3):
+            values, mask, *flat = run(x.values[:, t : t + 3], x.mask[:, t : t + 3], *flat)
+            y, state = layer.step(x[:, t : t + 3], state)
+            assert torch.equal(mask, y.mask)
+            torch.testing.assert_close(values, y.values, rtol=1e-6, atol=1e-6)
+
+
+def test_exporting_what_cannot_stream_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"sl.export_step: NonSteppable does not support step\(\)"):
+        sl.export_step(NonSteppable(), 1, ((3,), torch.float32))
+    with pytest.raises(ValueError, match="StreamingModule: Bidirectional does not support step"):
+        sl.StreamingModule(sl.Bidirectional(sl.Identity(), sl.Identity()), 1, ((3,), torch.float32))
+    with pytest.raises(ValueError, match=r"block must be a positive multiple of Downsample1D.block_size=2; got 3"):
+        sl.export_step(sl.Downsample1D(2), 1, ((3,), torch.float32), block=3)
+    with pytest.raises(ValueError, match="sl.compile_step: Bidirectional does not support step"):
+        sl.compile_step(sl.Bidirectional(sl.Identity(), sl.Identity()))
+
+
+def test_onnx_round_trip(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    layer = _model().eval()
+    path = tmp_path / "model.onnx"
+    module = sl.export_onnx(layer, 2, ((4,), torch.float32), str(path))
+    session = ort.InferenceSession(str(path))
+    assert [i.name for i in session.get_inputs()] == ["values", "mask", *module.state_names]
+    assert [o.name for o in session.get_outputs()][:2] == ["values_out", "mask_out"]
