@@ -6,7 +6,10 @@
   plugin's ``sl_example_layers`` (strict by default: each example also runs with random
   non-contiguous masks; no examples, duplicate names or a failing hook are failures),
   one line per example and a final ``N passed, M failed`` line. Exit status 1 when
-  anything fails, 2 when the plugin is unknown or failed to load.
+  anything fails, 2 when the plugin is unknown or failed to load;
+* ``sl describe MODULE:FACTORY|config.json --input-shape 80 [--plot out.png]``: a table of
+  the model's layers (type, output spec, parameters, block size, ratio, latencies,
+  receptive field, state bytes per stream, steppable) with totals.
 """
 
 from __future__ import annotations
@@ -141,6 +144,29 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _cmd_describe(args: argparse.Namespace, out: TextIO) -> int:
+    import torch
+
+    from sl.describe import describe, format_table, load_model, plot
+
+    try:
+        model = load_model(args.model)
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_PLUGIN
+    shape = tuple(int(d) for d in args.input_shape.split(",") if d.strip()) if args.input_shape else ()
+    dtype = getattr(torch, args.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        print(f"error: unknown dtype {args.dtype!r}.", file=sys.stderr)
+        return EXIT_PLUGIN
+    rows, totals = describe(model, (shape, dtype))
+    print(format_table(rows, totals), file=out)
+    if args.plot:
+        plot(model, args.plot)
+        print(f"wrote {args.plot}", file=out)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sl", description="Streaming sequence layers: plugins, layers, conformance.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
         help="only the examples as declared (no extra random-mask run, no check for missing or duplicate names)",
     )
     p.set_defaults(func=_cmd_check)
+    p = sub.add_parser("describe", help="a table of a model's layers with their streaming metadata")
+    p.add_argument("model", help="package.module:factory (a callable returning a layer) or a JSON config file")
+    p.add_argument("--input-shape", default="", help="the input channel shape, e.g. 80 or 2,64 (default: scalar)")
+    p.add_argument("--dtype", default="float32", help="the input dtype (default float32)")
+    p.add_argument("--plot", metavar="PNG", help="also draw how latency and receptive field accumulate")
+    p.set_defaults(func=_cmd_describe)
     return parser
 
 
