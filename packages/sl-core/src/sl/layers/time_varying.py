@@ -176,32 +176,41 @@ class SequenceEmbedding(_TimeIndexed):
 class _TimeVaryingDense(_TimeIndexed):
     """Constructor and dtype rules shared by SequenceDense and MaskedDense."""
 
-    def _init_dense(
+    def __init__(
         self,
         in_features: int,
         features: int,
         num_steps: int,
-        bias: bool,
-        activation: str | Callable[[torch.Tensor], torch.Tensor] | None,
-        compute_dtype: torch.dtype | None,
-        weight_shape: tuple[int, ...],
-        fan_in: int,
-        device: torch.device | str | None,
-        dtype: torch.dtype | None,
+        bias: bool = True,
+        activation: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
+        compute_dtype: torch.dtype | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
+        super().__init__()
         owner = type(self).__name__
         self.in_features = check_positive_int(owner, "in_features", in_features)
         self.features = check_positive_int(owner, "features", features)
         self.num_steps = check_positive_int(owner, "num_steps", num_steps)
         self.activation = activations.resolve(activation)
         self.compute_dtype = compute_dtype
-        self.weight = torch.nn.Parameter(torch.empty(weight_shape, device=device, dtype=dtype))
+        shape, fan_in = self._kernel()
+        self.weight = torch.nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         lecun_normal_(self.weight, fan_in)
         self.bias: torch.nn.Parameter | None
         if bias:
-            self.bias = torch.nn.Parameter(torch.zeros((num_steps, features), device=device, dtype=dtype))
+            self.bias = torch.nn.Parameter(torch.zeros((num_steps, self.features), device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
+        self._make_buffers()
+
+    def _kernel(self) -> tuple[tuple[int, ...], int]:
+        """The weight's shape and the reference kernel's fan-in (for lecun_normal)."""
+        raise NotImplementedError
+
+    def _make_buffers(self) -> None:
+        """Hook for buffers a subclass derives from its sizes."""
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
         if len(input_shape) != 1 or input_shape[0] != self.in_features:
@@ -231,32 +240,9 @@ class SequenceDense(_TimeVaryingDense):
     time indices past ``num_steps`` are invalid in the output.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        features: int,
-        num_steps: int,
-        bias: bool = True,
-        activation: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
-        compute_dtype: torch.dtype | None = None,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
+    def _kernel(self) -> tuple[tuple[int, ...], int]:
         # Reference kernel [num_steps, in, out] with lecun_normal: fan_in = num_steps * in.
-        self._init_dense(
-            in_features,
-            features,
-            num_steps,
-            bias,
-            activation,
-            compute_dtype,
-            (num_steps, features, in_features),
-            num_steps * in_features,
-            device,
-            dtype,
-        )
+        return (self.num_steps, self.features, self.in_features), self.num_steps * self.in_features
 
     def get_initial_state(
         self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
@@ -302,35 +288,15 @@ class MaskedDense(_TimeVaryingDense):
 
     _causal: torch.Tensor
 
-    def __init__(
-        self,
-        in_features: int,
-        features: int,
-        num_steps: int,
-        bias: bool = True,
-        activation: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
-        compute_dtype: torch.dtype | None = None,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        # Reference kernel [T_in, T_out, in, out] with lecun_normal: fan_in = T * T * in.
-        self._init_dense(
-            in_features,
-            features,
-            num_steps,
-            bias,
-            activation,
-            compute_dtype,
-            (num_steps, features, num_steps, in_features),
-            num_steps * num_steps * in_features,
-            device,
-            dtype,
-        )
+    def _make_buffers(self) -> None:
         # causal[t_out, t_in] = t_in <= t_out (the reference's ones_matrix_band_part(T, T, 0, -1), transposed).
-        causal = torch.tril(torch.ones((num_steps, num_steps), dtype=torch.bool, device=device))
+        causal = torch.tril(torch.ones((self.num_steps, self.num_steps), dtype=torch.bool, device=self.weight.device))
         self.register_buffer("_causal", causal[:, None, :, None], persistent=False)
+
+    def _kernel(self) -> tuple[tuple[int, ...], int]:
+        # Reference kernel [T_in, T_out, in, out] with lecun_normal: fan_in = T * T * in.
+        steps = self.num_steps
+        return (steps, self.features, steps, self.in_features), steps * steps * self.in_features
 
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
