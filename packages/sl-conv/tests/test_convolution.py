@@ -149,7 +149,7 @@ def test_conv1d_matches_oracle(cfg):
     assert layer.receptive_field == (-before, -before + ek - 1)
 
 
-@SETTINGS
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(conv_config.filter(lambda c: c["mode"] in STEPPABLE))
 def test_conv1d_contract_grid(cfg):
     layer = _randomize_bias(
@@ -159,7 +159,7 @@ def test_conv1d_contract_grid(cfg):
     verify_contract(layer, x, rtol=1e-5, atol=1e-5, test_receptive_field=cfg["t"] % 3 == 0)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     st.integers(1, 3),
     st.integers(1, 3),
@@ -287,7 +287,7 @@ def test_transpose_flush_tail_mask_follows_the_inputs_reaching_it():
     assert Conv1DTranspose(1, 1, 2, stride=2, padding="causal").flush((), training=False) is None
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     st.integers(1, 5),
     st.integers(1, 3),

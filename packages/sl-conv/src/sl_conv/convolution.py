@@ -109,6 +109,17 @@ _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _TRANSPOSE_PADDINGS = (PaddingMode.VALID, PaddingMode.SAME, PaddingMode.CAUSAL, PaddingMode.SEMICAUSAL_FULL)
 
 
+_CHANNELS_LAST_MIN_ROWS = 256
+
+
+def _use_channels_last(values: torch.Tensor) -> bool:
+    """Whether to convolve ``[B, T, *S, C]`` in place as channels-last memory (no layout copies) rather
+    than as a contiguous channels-first copy. Channels-last wins on long inputs; on small ones
+    (a streaming step) its per-call weight reordering costs more than the copy (measured on CPU:
+    the crossover is near 256 rows of ``B * T * prod(S)``)."""
+    return values.numel() >= _CHANNELS_LAST_MIN_ROWS * values.shape[-1]
+
+
 class _ConvBase(SequenceLayer):
     """Arguments, parameters, kernel constraints and dtype handling shared by every convolution."""
 
@@ -348,12 +359,26 @@ class _Conv(_ConvBase):
 
     # -- compute ---------------------------------------------------------------------------
     def _conv(self, values: torch.Tensor, time_pad: tuple[int, int], training: bool) -> torch.Tensor:
+        """``[B, T, *S, C]`` -> ``[B, T', *S', O]`` with one (channels-last) convolution call.
+
+        Padding happens in the sequence layout, whose channels-first view is channels-last
+        memory, which the convolution reads and writes directly: no layout copies. 1-D
+        convolutions run as 2-D ones over ``[B, C, 1, T]`` to get that fast path.
+        """
         v, w, b = self._operands(values, training)
-        v = v.movedim(-1, 1)
-        pads = channels_first_pads((time_pad, *self._spatial_pads))
+        pads = [0, 0, *channels_first_pads((time_pad, *self._spatial_pads))]
         if any(pads):
             v = F.pad(v, pads)
-        y = self._conv_fn(v, w, b, self.stride, 0, self.dilation, self.groups).movedim(1, -1)
+        channels_last = _use_channels_last(v)
+        v = v.movedim(-1, 1)
+        if self._rank == 1 and channels_last:
+            y = F.conv2d(v.unsqueeze(2), w.unsqueeze(2), b, (1, self._s), 0, (1, self._d), self.groups).squeeze(2)
+        elif self._rank == 1:
+            y = F.conv1d(v.contiguous(), w, b, self._s, 0, self._d, self.groups)
+        else:
+            v = v if channels_last else v.contiguous()
+            y = self._conv_fn(v, w, b, self.stride, 0, self.dilation, self.groups)
+        y = y.movedim(1, -1)
         return self.activation(y) if self.activation is not None else y
 
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
@@ -782,7 +807,14 @@ class _ConvTranspose(_ConvBase):
     def _conv_t(self, values: torch.Tensor, crops: tuple[tuple[int, int], ...]) -> torch.Tensor:
         # The reference applies its kernel constraint with training=False in transposed convolutions.
         v, w, _ = self._operands(values, False)
-        y = self._conv_fn(v.movedim(-1, 1), w, None, self.stride, 0, 0, self.groups, self.dilation)
+        channels_last = _use_channels_last(v)
+        v = v.movedim(-1, 1)  # channels-last memory (see _Conv._conv)
+        if self._rank == 1 and channels_last:
+            y = F.conv_transpose2d(v.unsqueeze(2), w.unsqueeze(2), None, (1, self._s), 0, 0, self.groups, (1, self._d))
+            y = y.squeeze(2)
+        else:
+            v = v if channels_last else v.contiguous()
+            y = self._conv_fn(v, w, None, self.stride, 0, 0, self.groups, self.dilation)
         return _crop_or_pad(y, crops).movedim(1, -1)
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:

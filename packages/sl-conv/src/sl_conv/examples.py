@@ -73,7 +73,6 @@ def _convolutions() -> list[LayerExample]:
         ),
         _ex(C.Conv1D(3, 4, 1, bias=False), (3,), "Conv1D(k1, no bias)", random_mask=True),
         _ex(C.Conv1D(3, 4, 3, padding="causal", use_weight_norm=True), (3,), "Conv1D(weight norm)"),
-        _ex(C.Conv1D(3, 4, 3, padding="causal", kernel_constraint="l2"), (3,), "Conv1D(l2 weight norm)"),
         _ex(
             C.Conv1D(3, 4, 3, padding="causal", kernel_constraint={"kind": "spectral", "n_power_iteration": 2}),
             (3,),
@@ -135,11 +134,6 @@ def _convolutions() -> list[LayerExample]:
             (3,),
             "Conv1DTranspose(k4, s2, semicausal_full)",
             contract=_LENGTH,
-        ),
-        _ex(
-            C.Conv1DTranspose(3, 4, 3, stride=2, padding="causal", use_weight_norm=True),
-            (3,),
-            "Conv1DTranspose(weight norm)",
         ),
         _ex(
             C.Conv2DTranspose(2, 3, (3, 2), stride=2, time_padding="causal"),

@@ -214,7 +214,7 @@ class _Pooling(PreservesType, SequenceLayer):
         n = self._rank
         lead = values.shape[: 1 + n]
         rest = values.shape[1 + n :]
-        v = values.reshape(*lead, -1).movedim(-1, 1)  # [B, C, T, *S]
+        v = values.reshape(*lead, math.prod(rest)).movedim(-1, 1)  # [B, C, T, *S]
         v = pad_constant(v, channels_first_pads((time_pad, *self._spatial_pads)), pad)
         y = self._reduce(v).movedim(1, -1)
         y = y.reshape(*y.shape[:-1], *rest)
