@@ -24,9 +24,13 @@ work). On left-aligned masks the two agree. The time index that triggers the res
 every step, valid or not, from 0 at the start of the sequence, as in the reference (in
 ``step`` it starts at ``-latency`` behind upstream latency, see ``shift_initial_state``).
 
-Layer mode is a parallel (associative, Hillis-Steele) scan over time: ``log2(T)`` rounds of
-whole-tensor ops instead of ``T`` sequential steps (``scan_type="linear"`` selects the
-sequential loop, for comparison). ``step`` runs the recurrence on the block's timesteps.
+Layer mode is a parallel scan over time (``scan_type``): ``"associative"`` (Hillis-Steele,
+``log2(T)`` rounds of whole-tensor ops), ``"chunked"`` (a blocked scan: the recurrence inside
+``sqrt(T)``-long chunks all at once, a parallel scan over the chunk ends, one fix-up pass;
+``O(T)`` work), ``"auto"`` (chunked on CPU, where memory traffic dominates, associative on
+accelerators, where launches do) or ``"linear"`` (the sequential loop, for comparison; the
+reference's names ``linear_native``/``associative_native``/``linear_pallas`` are accepted).
+``step`` runs the recurrence on the block's timesteps.
 
 Parameters (RecurrentGemma's PyTorch names, so its ``RGLRU`` state dicts load; the reference's
 Flax layout is the same arrays, see ``converters.py``)::
@@ -67,14 +71,15 @@ from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 from sl_recurrent import _kernels
 from sl_recurrent.recurrent import check_float_input
 
-__all__ = ["RGLRU", "associative_scan", "linear_scan"]
+__all__ = ["RGLRU", "associative_scan", "chunked_scan", "linear_scan"]
 
 _MAX_RAD = 0.999
 _MAX_IMAG_RAD = 0.1
 _SCAN_TYPES = {
-    "auto": "associative",
+    "auto": "auto",
     "associative": "associative",
     "associative_native": "associative",
+    "chunked": "chunked",
     "linear": "linear",
     "linear_native": "linear",
     "linear_pallas": "linear",
@@ -107,6 +112,53 @@ def associative_scan(a: Number, b: Number) -> Number:
             a = [torch.cat([at[:, :d], pt], dim=1) for at, pt in zip(a, products)]
         d *= 2
     return b
+
+
+def _pad_time(x: torch.Tensor, amount: int, value: float) -> torch.Tensor:
+    if not amount:
+        return x
+    fill = torch.full((x.shape[0], amount, *x.shape[2:]), value, dtype=x.dtype, device=x.device)
+    return torch.cat([x, fill], dim=1)
+
+
+def chunked_scan(a: Number, b: Number, chunk: int | None = None) -> Number:
+    """:func:`associative_scan`'s result with ``O(T)`` work: a blocked parallel scan.
+
+    Time is cut into ``T / chunk`` chunks (``chunk`` ~ ``sqrt(T)``). The recurrence runs inside
+    every chunk at once (a loop over the ``chunk`` positions, vectorised across chunks), also
+    giving each position's product of ``a`` since its chunk began; a parallel scan over the
+    chunk ends then gives the state entering each chunk, and one fused pass adds it in:
+    ``h = h_local + (prod a) * h_in``. ``2 sqrt(T)`` sequential steps on ``sqrt(T)``-times smaller
+    tensors instead of ``T`` (the linear loop) or ``log2(T)`` passes over everything
+    (:func:`associative_scan`, better where launches are cheap relative to memory traffic).
+    """
+    batch, time = a[0].shape[:2]
+    if chunk is None:
+        chunk = max(8, math.isqrt(max(time, 1)))
+    if time <= chunk:
+        return associative_scan(a, b)
+    pad = -time % chunk
+    a = [_pad_time(t, pad, 1.0 if i == 0 else 0.0) for i, t in enumerate(a)]
+    b = [_pad_time(t, pad, 0.0) for t in b]
+    rest = a[0].shape[2:]
+    n = (time + pad) // chunk
+    a = [t.reshape(batch, n, chunk, *rest) for t in a]
+    b = [t.reshape(batch, n, chunk, *rest) for t in b]
+    h = [t[:, :, 0] for t in b]
+    p = [t[:, :, 0] for t in a]
+    hs, ps = [h], [p]
+    for k in range(1, chunk):
+        ak = [t[:, :, k] for t in a]
+        h = [x + y[:, :, k] for x, y in zip(_mul(ak, h), b)]
+        p = _mul(ak, p)
+        hs.append(h)
+        ps.append(p)
+    local = [torch.stack([x[i] for x in hs], dim=2) for i in range(len(b))]
+    prods = [torch.stack([x[i] for x in ps], dim=2) for i in range(len(a))]
+    ends = associative_scan([t[:, :, -1] for t in prods], [t[:, :, -1] for t in local])
+    entering = [torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1]], dim=1).unsqueeze(2) for t in ends]
+    out = [x + c for x, c in zip(local, _mul(prods, entering))]
+    return [t.reshape(batch, n * chunk, *rest)[:, :time] for t in out]
 
 
 def linear_scan(a: Number, b: Number, h: Number) -> tuple[Number, Number]:
@@ -300,20 +352,34 @@ class RGLRU(LazyInputSize, SequenceLayer):
         return {"h": state["h"], "time": state["time"] - latency}
 
     # -- processing ---------------------------------------------------------------------
-    def _coefficients(self, values: torch.Tensor, reset: torch.Tensor) -> tuple[Number, Number]:
-        """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` in float32 (before masking); ``reset`` is bool ``[B or 1, T]``."""
+    def _coefficients(self, values: torch.Tensor, reset: torch.Tensor, mask: torch.Tensor) -> tuple[Number, Number]:
+        """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` in float32; ``reset`` and ``mask`` are bool ``[B or 1, T]``.
+
+        Invalid steps get ``a = 1, b = 0`` (the state carried through): their ``log a`` (and the
+        complex phase) is multiplied by 0 and they never reset, so ``a = exp(0) = 1`` and the
+        input multiplier ``sqrt(1 - |a|^2) = 0``, exactly, without a select over the whole tensor
+        (the input is already masked, so every value is finite). Valid steps are untouched
+        (multiplied by exactly 1).
+        """
         dtype = values.dtype
         heads = self.num_heads
         x_heads = values.unflatten(-1, (heads, values.shape[-1] // heads))
-        gate_x = torch.sigmoid(self.input_gate.project(x_heads, dtype))
-        gate_a = torch.sigmoid(self.a_gate.project(x_heads, dtype))
+        # Both gates in one batched matmul: [..., 2, heads, W / heads].
+        w = torch.stack([self.input_gate.w, self.a_gate.w])
+        bias = torch.stack([self.input_gate.b, self.a_gate.b])
+        if w.dtype != dtype:
+            w, bias = w.to(dtype), bias.to(dtype)
+        gates = torch.sigmoid(torch.einsum("...hi,ghij->...ghj", x_heads, w) + bias)
+        gate_x, gate_a = gates.select(-3, 0).flatten(-2), gates.select(-3, 1).flatten(-2)
+        keep = mask.unsqueeze(-1).to(dtype)
+        gate_a = gate_a * keep
         a_param = self.a_param if self.a_param.dtype == dtype else self.a_param.to(dtype)
         log_a = -8.0 * gate_a * F.softplus(a_param)
-        reset = reset.unsqueeze(-1)
+        # The reference's reset arithmetic: multiplier = r + (1 - r) m, a = a (1 - r); lerp is exact at 0 and 1.
+        r = (reset & mask).unsqueeze(-1).to(dtype)
         one = torch.ones((), dtype=dtype, device=values.device)
-        zero = torch.zeros((), dtype=dtype, device=values.device)
-        multiplier = torch.where(reset, one, _sqrt_bound_derivative(1 - torch.exp(2 * log_a), 1000.0))
-        magnitude = torch.where(reset, zero, torch.exp(log_a))
+        multiplier = torch.lerp(_sqrt_bound_derivative(1 - torch.exp(2 * log_a), 1000.0), one, r)
+        magnitude = torch.exp(log_a) * (1 - r)
         if self.a_imag_param is None:
             a = [magnitude]
             b = [values * gate_x * multiplier]
@@ -324,25 +390,20 @@ class RGLRU(LazyInputSize, SequenceLayer):
             b = [part * gate_x * multiplier for part in values.chunk(2, dim=-1)]
         return [t.float() for t in a], [t.float() for t in b]
 
-    def _hold_invalid(self, a: Number, b: Number, mask: torch.Tensor) -> tuple[Number, Number]:
-        """``a = 1, b = 0`` (the state carried through) where ``mask`` is False."""
-        keep = mask.unsqueeze(-1)
-        one = torch.ones((), dtype=torch.float32, device=mask.device)
-        zero = torch.zeros((), dtype=torch.float32, device=mask.device)
-        a = [torch.where(keep, a[0], one)] + [torch.where(keep, t, zero) for t in a[1:]]
-        b = [torch.where(keep, t, zero) for t in b]
-        return a, b
-
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self._check_input(x)
         dtype = self._compute_dtype(x.values.dtype)
         values = _kernels.mask_values(x.values.to(dtype), x.mask)
         time = values.shape[1]
         reset = (torch.arange(time, device=values.device) == 0).unsqueeze(0)
-        a, b = self._hold_invalid(*self._coefficients(values, reset), x.mask)
-        if _SCAN_TYPES[self.scan_type] == "linear":
-            h0 = [torch.zeros_like(t[:, 0]) for t in b]
-            h, _ = linear_scan(a, b, h0)
+        a, b = self._coefficients(values, reset, x.mask)
+        scan = _SCAN_TYPES[self.scan_type]
+        if scan == "auto":
+            scan = "chunked" if values.device.type == "cpu" else "associative"
+        if scan == "linear":
+            h, _ = linear_scan(a, b, [torch.zeros_like(t[:, 0]) for t in b])
+        elif scan == "chunked":
+            h = chunked_scan(a, b)
         else:
             h = associative_scan(a, b)
         y = h[0] if len(h) == 1 else torch.cat(h, dim=-1)
@@ -357,7 +418,7 @@ class RGLRU(LazyInputSize, SequenceLayer):
         block = values.shape[1]
         start = state["time"]
         positions = start.unsqueeze(1) + torch.arange(block, device=start.device, dtype=start.dtype).unsqueeze(0)
-        a, b = self._hold_invalid(*self._coefficients(values, positions == 0), x.mask)
+        a, b = self._coefficients(values, positions == 0, x.mask)
         h = state["h"]
         parts = [h] if self.a_imag_param is None else list(h.chunk(2, dim=-1))
         ys, parts = linear_scan(a, b, parts)
