@@ -13,6 +13,7 @@ Window specifications. The layers take a window as ``window_fn``, in any of thes
 the first four are plain JSON data, so layer configs that use them round-trip:
 
 * ``None``: no window (rectangular);
+* explicit window values: a list of floats (or a 1-D tensor, stored as a list);
 * a name: ``"hann"``, ``"hamming"`` (the raised cosines below) or a window of
   ``torch.signal.windows`` by its scipy name (``"blackman"``, ``"bartlett"``,
   ``"cosine"``, ``"nuttall"``, ``"boxcar"``);
@@ -236,7 +237,9 @@ def normalize_window(spec: WindowSpec, *, owner: str = "layer") -> WindowSpec:
     if isinstance(spec, torch.Tensor):
         if spec.dim() != 1 or not spec.dtype.is_floating_point:
             raise ValueError(f"{owner}: a window tensor must be 1-D floating point; got {tuple(spec.shape)} {spec.dtype}.")
-        return spec.detach().to(torch.float64).cpu()
+        return [float(v) for v in spec.detach().cpu().tolist()]
+    if isinstance(spec, list) and spec and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec):
+        return [float(v) for v in spec]
     for fn, fn_name in _CANONICAL_FUNCTIONS.items():
         if spec is fn:
             return fn_name
@@ -278,10 +281,10 @@ def make_window(spec: WindowSpec, length: int, dtype: torch.dtype, device: Any =
     """
     if spec is None:
         return None
-    if isinstance(spec, torch.Tensor):
-        if spec.shape[0] != length:
-            raise ValueError(f"The window tensor has {spec.shape[0]} points, but {length} are needed.")
-        return spec.to(device=device, dtype=dtype)
+    if isinstance(spec, list):
+        if len(spec) != length:
+            raise ValueError(f"The explicit window has {len(spec)} points, but {length} are needed.")
+        return torch.tensor(spec, dtype=torch.float64, device=device).to(dtype)
     if isinstance(spec, str):
         if spec == "hann":
             return hann_window(length, dtype=dtype, device=device)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from sl.layer import SequenceLayer
-from sl.toolkit import PaddingMode, layer_device
+from sl.toolkit import PaddingMode, check_positive_int, layer_device
 from sl.toolkit import padding as P
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 from sl_dsp import signal as S
@@ -113,6 +113,11 @@ class STFT(_Windowed, SequenceLayer):
         name = type(self).__name__
         if isinstance(time_padding, (tuple, list)):
             raise ValueError(f"{name}: time_padding must be a padding mode name; got {time_padding!r}.")
+        # Checked here so that errors name this layer, not its parts.
+        check_positive_int(name, "frame_length", frame_length)
+        check_positive_int(name, "frame_step", frame_step)
+        check_positive_int(name, "fft_length", fft_length)
+        P.validate_padding(time_padding, owner=f"{name} (time_padding)")
         self.framer = Frame(frame_length, frame_step, padding=time_padding)
         self.fft = RFFT(fft_length, axis=2, padding=check_fft_padding(name, fft_padding))
         self.frame_length = self.framer.frame_length
@@ -166,6 +171,8 @@ class STFT(_Windowed, SequenceLayer):
         return self.fft.get_output_shape(self.framer.get_output_shape(tuple(input_shape)))
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
+        if input_dtype.is_complex or not input_dtype.is_floating_point:
+            raise ValueError(f"{type(self).__name__} expects a real floating point signal; got dtype {input_dtype}.")
         out = self.fft.get_output_dtype(input_dtype)
         return real_dtype(out) if self.output_magnitude else out
 
@@ -230,6 +237,16 @@ class InverseSTFT(_Windowed, SequenceLayer):
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        # Checked here so that errors name this layer, not its parts.
+        check_positive_int(name, "frame_length", frame_length)
+        check_positive_int(name, "frame_step", frame_step)
+        check_positive_int(name, "fft_length", fft_length)
+        if frame_step > frame_length:
+            raise ValueError(
+                f"{name}: frame_step ({frame_step}) is larger than frame_length ({frame_length}); the overlap-add "
+                "needs frame_length >= frame_step."
+            )
+        P.validate_padding(time_padding, owner=f"{name} (time_padding)", allowed=OverlapAdd._PADDINGS)
         self.overlap_add = OverlapAdd(frame_length, frame_step, padding=time_padding)
         self.irfft = IRFFT(fft_length, frame_length, axis=2, padding=check_fft_padding(name, fft_padding))
         self.frame_length = self.overlap_add.frame_length
@@ -275,9 +292,11 @@ class InverseSTFT(_Windowed, SequenceLayer):
         return out
 
     def _frames_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if not input_shape:
+        bins = (self.fft_length or 0) // 2 + 1
+        if not input_shape or input_shape[0] != bins:
             raise ValueError(
-                f"{type(self).__name__} expects [batch, time, fft_length // 2 + 1, ...] spectra; got channel shape ()."
+                f"{type(self).__name__} with fft_length={self.fft_length} expects spectra [batch, time, {bins}, ...] "
+                f"(fft_length // 2 + 1 bins); got channel shape {tuple(input_shape)}."
             )
         shape = list(self.irfft.get_output_shape(tuple(input_shape)))
         shape[0] = self.frame_length
@@ -287,6 +306,11 @@ class InverseSTFT(_Windowed, SequenceLayer):
         return self.overlap_add.get_output_shape(self._frames_shape(tuple(input_shape)))
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
+        if input_dtype not in (torch.complex64, torch.complex128):
+            raise ValueError(
+                f"{type(self).__name__} expects complex spectra (complex64 or complex128, e.g. from STFT); got "
+                f"dtype {input_dtype}."
+            )
         return self.irfft.get_output_dtype(input_dtype)
 
     def get_initial_state(
