@@ -130,6 +130,7 @@ class _ConvBase(SequenceLayer):
     bias: torch.nn.Parameter | None
     weight_scale: torch.nn.Parameter | None
     kernel_constraint: WeightNormalization | None
+    _constraint_spec: WeightNormalization | None
 
     def _configure(
         self,
@@ -176,7 +177,9 @@ class _ConvBase(SequenceLayer):
         self._k, self._s, self._d = self.kernel_size[0], self.stride[0], self.dilation[0]
         self._ek = P.effective_kernel_size(self._k, self._d)
         self._use_bias = bool(bias)
-        self._make_parameters(self.in_channels, device, dtype, constraint)
+        # The unbound constraint (no tensors) is not a submodule; _make_parameters binds a copy.
+        object.__setattr__(self, "_constraint_spec", constraint)
+        self._make_parameters(self.in_channels, device, dtype)
 
     # -- parameters ---------------------------------------------------------------------
     def _weight_shape(self, in_channels: int) -> tuple[int, ...]:
@@ -184,9 +187,9 @@ class _ConvBase(SequenceLayer):
             return (in_channels, self.out_channels // self.groups, *self.kernel_size)
         return (self.out_channels, in_channels // self.groups, *self.kernel_size)
 
-    def _make_parameters(
-        self, in_channels: int, device: Any, dtype: Any, constraint: WeightNormalization | None
-    ) -> None:
+    def _make_parameters(self, in_channels: int, device: Any, dtype: Any) -> None:
+        """Every parameter, for ``in_channels`` (the input size: created in this one place)."""
+        constraint = self._constraint_spec
         self.weight = torch.nn.Parameter(torch.empty(self._weight_shape(in_channels), device=device, dtype=dtype))
         if self._use_bias:
             self.bias = torch.nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype))
@@ -245,6 +248,9 @@ class _ConvBase(SequenceLayer):
 
     def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
         arguments = super().normalize_config(arguments)
+        for key in ("padding", "time_padding"):
+            if key in arguments:
+                arguments = {**arguments, key: self._time_padding.value}
         if "kernel_constraint" in arguments:
             kc = self.kernel_constraint
             arguments = {**arguments, "kernel_constraint": kc.config() if kc is not None else None}
@@ -450,8 +456,9 @@ class Conv1D(_Conv):
     """A 1-D convolution over time, streaming per the reference (see the module docstring).
 
     ``Conv1D(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)``
-    maps ``[B, T, in_channels]`` to ``[B, ceil-ish(T / stride), out_channels]``; ``padding``
-    is a time padding mode (``"valid"``, ``"same"``, ``"causal_valid"``,
+    maps ``[B, T, in_channels]`` to ``[B, T', out_channels]`` with ``T' = ceil(T / stride)``
+    for the modes that pad ``k_eff - 1`` steps (fewer for ``valid``, more for
+    ``semicausal_full``: ``sl.padding.output_length``); ``padding`` is a time padding mode (``"valid"``, ``"same"``, ``"causal_valid"``,
     ``"reverse_causal_valid"``, ``"causal"``, ``"reverse_causal"``, ``"semicausal"``,
     ``"semicausal_full"``). ``weight`` is ``torch.nn.Conv1d``'s ``[out, in / groups, k]``,
     so its state dicts load.

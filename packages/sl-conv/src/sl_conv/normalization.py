@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from sl.layer import PreservesShape, PreservesType, SequenceLayer, Stateless, StatelessPointwise
-from sl.toolkit import check_positive_int, layer_device
+from sl.toolkit import check_positive_int, layer_device, track_device
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 
 __all__ = [
@@ -168,15 +168,17 @@ class _AffineNorm(PreservesType, StatelessPointwise):
         self.elementwise_affine = bool(elementwise_affine)
         self.reductions_in_at_least_fp32 = bool(reductions_in_at_least_fp32)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
-        self._make_parameters(bias, device, dtype)
+        self._use_bias = bool(bias) and self._has_bias
+        self._make_parameters(self.normalized_shape, device, dtype)
 
-    def _make_parameters(self, bias: bool, device: Any, dtype: Any) -> None:
+    def _make_parameters(self, normalized_shape: tuple[int, ...], device: Any, dtype: Any) -> None:
+        """The parameters for the normalized axes' sizes (the input size: created in this one place)."""
         if self.elementwise_affine:
-            self.weight = torch.nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
+            self.weight = torch.nn.Parameter(torch.empty(normalized_shape, device=device, dtype=dtype))
         else:
             self.register_parameter("weight", None)
-        if self.elementwise_affine and bias and self._has_bias:
-            self.bias = torch.nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
+        if self.elementwise_affine and self._use_bias:
+            self.bias = torch.nn.Parameter(torch.empty(normalized_shape, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -390,15 +392,16 @@ class BatchNormalization(PreservesShape, PreservesType, Stateless):
         self.affine = bool(affine)
         self.use_fast_variance = bool(use_fast_variance)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
-        self._make_parameters(bias, device, dtype)
+        self._use_bias = bool(bias)
+        self._make_parameters(self.num_features, device, dtype)
 
-    def _make_parameters(self, bias: bool, device: Any, dtype: Any) -> None:
-        n = self.num_features
+    def _make_parameters(self, num_features: int, device: Any, dtype: Any) -> None:
+        n = num_features
         if self.affine:
             self.weight = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
         else:
             self.register_parameter("weight", None)
-        if self.affine and bias:
+        if self.affine and self._use_bias:
             self.bias = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
@@ -533,21 +536,20 @@ class GroupNormalization(PreservesShape, PreservesType, SequenceLayer):
         self.affine = bool(affine)
         self.cumulative = bool(cumulative)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
-        self._make_parameters(bias, device, dtype)
+        self._use_bias = bool(bias)
+        self._make_parameters(self.num_channels, device, dtype)
 
-    def _make_parameters(self, bias: bool, device: Any, dtype: Any) -> None:
-        n = self.num_channels
+    def _make_parameters(self, num_channels: int, device: Any, dtype: Any) -> None:
+        n = num_channels
         if self.affine:
             self.weight = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
         else:
             self.register_parameter("weight", None)
-        if self.affine and bias:
+        if self.affine and self._use_bias:
             self.bias = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
         if not self.affine:
-            from sl.toolkit import track_device
-
             track_device(self)
         self.reset_parameters()
 

@@ -146,6 +146,13 @@ class _Pooling(PreservesType, SequenceLayer):
         self._mask = TimeMask(mode, k, s, d)
         track_device(self)
 
+    def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        arguments = super().normalize_config(arguments)
+        for key in ("padding", "time_padding"):
+            if key in arguments:
+                arguments = {**arguments, key: self._time_padding.value}
+        return arguments
+
     # -- metadata ---------------------------------------------------------------------------
     @property
     def supports_step(self) -> bool:
