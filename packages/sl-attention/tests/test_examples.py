@@ -26,3 +26,8 @@ def test_step_exports(example):
 
 def test_plugin_installed():
     suite.check_plugin_installed(PLUGIN, distribution="sl-attention", module="sl_attention")
+
+
+@pytest.mark.parametrize("example", suite.steppable_examples(PLUGIN))
+def test_step_onnx(example, tmp_path):
+    suite.check_step_onnx(example, tmp_path)

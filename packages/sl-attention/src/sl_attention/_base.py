@@ -297,20 +297,30 @@ class AttentionBase(SequenceLayer):
             return logits, values
         return None, None
 
-    def _scaled(self, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = fn.scale_queries(queries, self.per_dim_scale, self.query_scale)
-        k = fn.scale_keys(keys.to(q.dtype), self.per_dim_key_scale)
-        return q, k
+    def _scaled(self, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """Queries and the scale the kernel applies to their logits, and the scaled keys.
 
-    def _bias(
-        self, unscaled: torch.Tensor, scaled: torch.Tensor, keys: torch.Tensor, relative: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """The relative position bias ``[B or 1, N, Tq, Tk]``, or None. Shaw and T5 read the
-        unscaled queries (as the reference passes them), TransformerXL the scaled ones."""
+        Without a per-dimension scale the query scale stays a float for the fused kernel
+        (no pass over the queries); with one, the queries are scaled here.
+        """
+        if self.per_dim_scale is None:
+            h = queries.shape[-1]
+            scale = 1.0 / math.sqrt(h) if self.query_scale is None else self.query_scale
+            q = queries
+        else:
+            q, scale = fn.scale_queries(queries, self.per_dim_scale, self.query_scale), 1.0
+        k = fn.scale_keys(keys.to(q.dtype), self.per_dim_key_scale)
+        return q, scale, k
+
+    def _bias_queries(self, unscaled: torch.Tensor, q: torch.Tensor, scale: float) -> torch.Tensor | None:
+        """The queries the relative position embedding reads: Shaw and T5 the unscaled ones (as
+        the reference passes them), TransformerXL the scaled ones."""
         rpe = self.relative_position_embedding
-        if rpe is None or relative is None:
+        if rpe is None:
             return None
-        return rpe.bias(scaled if rpe.uses_scaled_queries else unscaled, keys, relative)
+        if not rpe.uses_scaled_queries:
+            return unscaled
+        return q if scale == 1.0 else q * torch.tensor(scale, dtype=q.dtype, device=q.device)
 
     def _apply_network_layer(
         self, net: SequenceLayer | None, x: Sequence, training: bool, constants: Constants | None
@@ -522,21 +532,27 @@ class WindowedAttention(AttentionBase):
         k: torch.Tensor,
         v: torch.Tensor,
         visible: torch.Tensor | None,
+        key_mask: torch.Tensor | None,
         relative: torch.Tensor | None,
         training: bool,
         need_probs: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Full (unblocked) attention of unscaled queries ``q`` over ``k``/``v``."""
         sink_logits, sink_values = self._sinks(q)
-        qs, ks = self._scaled(q, k)
-        bias = self._bias(q, qs, ks, relative)
+        qk, scale, ks = self._scaled(q, k)
+        bias = None
+        rpe = self.relative_position_embedding
+        if rpe is not None and relative is not None:
+            bias = rpe.bias(self._bias_queries(q, qk, scale), ks, relative)  # type: ignore[arg-type]
         if self.gqa_layout == "tile" and self.num_kv_heads != self.num_heads:
-            qs = self._heads_for_gqa(qs)
+            qk = self._heads_for_gqa(qk)
         ctx, probs = fn.attend(
-            qs,
+            qk,
             ks,
             v,
             visible,
+            key_mask=key_mask,
+            scale=scale,
             bias=bias,
             logits_soft_cap=self.attention_logits_soft_cap,
             sink_logits=sink_logits,
@@ -577,9 +593,10 @@ class WindowedAttention(AttentionBase):
                 k_pos = q_pos
             seg = self._segment_ids(x, constants)
             visible = self._visibility(q_pos, k_pos, seg, seg)
-            visible = kv_mask[:, None, :] if visible is None else visible & kv_mask[:, None, :]
-            relative = k_pos[:, None, :] - q_pos[:, :, None]
-            ctx, probs = self._attend(q.values, k.values, v.values, visible, relative, training, need_probs)
+            relative = None
+            if self.relative_position_embedding is not None:
+                relative = k_pos[:, None, :] - q_pos[:, :, None]
+            ctx, probs = self._attend(q.values, k.values, v.values, visible, kv_mask, relative, training, need_probs)
         ctx = ctx.to(self.get_output_dtype(x.values.dtype))
         return Sequence._trusted(ctx, x.mask), self._emits(probs, x.mask)
 
@@ -596,12 +613,12 @@ class WindowedAttention(AttentionBase):
         past = max(0, self.max_past_horizon)
         future = max(0, self.max_future_horizon)
         sink_logits, sink_values = self._sinks(q.values)
-        qs, ks = self._scaled(q.values, k.values)
+        qk, scale, ks = self._scaled(q.values, k.values)
         rpe = self.relative_position_embedding
-        bias_queries = q.values if rpe is not None and not rpe.uses_scaled_queries else None
+        bias_queries = self._bias_queries(q.values, qk, scale)
         tile = self.gqa_layout == "tile" and self.num_kv_heads != self.num_heads
         ctx, probs = fn.blocked_attend(
-            self._heads_for_gqa(qs) if tile else qs,
+            self._heads_for_gqa(qk) if tile else qk,
             ks,
             v.values,
             kv_mask,
@@ -618,6 +635,7 @@ class WindowedAttention(AttentionBase):
             zero_fully_masked=self.zero_fully_masked,
             need_probs=need_probs,
             gqa=self.num_kv_heads != self.num_heads,
+            scale=scale,
         )
         return (self._heads_back(ctx) if tile else ctx), probs
 
@@ -733,9 +751,10 @@ class WindowedAttention(AttentionBase):
             q_pos = q_pos - self.max_future_horizon
 
         visible = self._visibility(q_pos, k_pos, q_seg, k_seg)
-        visible = k_mask[:, None, :] if visible is None else visible & k_mask[:, None, :]
-        relative = k_pos[:, None, :] - q_pos[:, :, None]
-        ctx, probs = self._attend(queries, keys, values, visible, relative, training, need_probs)
+        relative = None
+        if self.relative_position_embedding is not None:
+            relative = k_pos[:, None, :] - q_pos[:, :, None]
+        ctx, probs = self._attend(queries, keys, values, visible, k_mask, relative, training, need_probs)
         ctx = ctx.to(self.get_output_dtype(x.values.dtype))
         return Sequence._trusted(ctx, q_mask), state, self._emits(probs, q_mask)
 

@@ -100,12 +100,48 @@ def _fused_ok(
     return not soft_cap_value and sink_logits is None and dropout is None and not need_probs
 
 
+def additive_mask(
+    visible: torch.Tensor | None,
+    key_mask: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor | None:
+    """One ``attn_mask`` for ``F.scaled_dot_product_attention``: ``bias`` plus ``-inf`` where
+    ``visible`` (``[B or 1, Tq, Tk]`` or 4-D) or ``key_mask`` (``[B, Tk]``) is False."""
+    out: torch.Tensor | None = None if bias is None else bias.to(dtype)
+    if visible is not None:
+        vis = visible if visible.dim() == 4 else visible[:, None]
+        if out is None and key_mask is None:
+            return vis
+        neg = torch.where(vis, torch.zeros((), dtype=dtype), torch.full((), float("-inf"), dtype=dtype))
+        out = neg if out is None else out + neg
+    if key_mask is not None:
+        km = key_mask[:, None, None, :]
+        if out is None:
+            return km
+        out = out.masked_fill(~km, float("-inf"))
+    return out
+
+
+def _any_visible(visible: torch.Tensor | None, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """``[B, Tq]``: whether each query sees at least one key."""
+    if visible is not None and visible.dim() == 4:
+        visible = visible.any(dim=1)
+    if key_mask is None:
+        assert visible is not None
+        return visible.any(dim=-1)
+    km = key_mask[:, None, :]
+    return (km if visible is None else visible & km).any(dim=-1)
+
+
 def attend(
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
     visible: torch.Tensor | None,
     *,
+    key_mask: torch.Tensor | None = None,
+    scale: float = 1.0,
     bias: torch.Tensor | None = None,
     logits_soft_cap: float | None = None,
     sink_logits: torch.Tensor | None = None,
@@ -118,11 +154,13 @@ def attend(
     """Context vectors ``[B, Tq, N, H]`` and (when ``need_probs``) probabilities
     ``[B, Tq, N, S + Tk]`` (``S`` sinks first, as in the reference).
 
-    ``queries`` are already scaled; ``keys`` and ``values`` must be finite everywhere
-    (masked values zero) for the fused path. ``sink_logits`` ``[B, N, Tq, S]`` (soft-capped
-    here) and ``sink_values`` ``[S, K, H]`` go together. ``gqa``: whether ``K < N`` (pass the
-    layer's static answer so compiled code needs no shape guard). Computes in the promotion of
-    the three dtypes.
+    Logits are ``scale * queries . keys`` (the fused kernel applies ``scale`` itself).
+    ``visible`` ``[B or 1, Tq, Tk]`` is the structural mask (band, segments) and
+    ``key_mask`` ``[B, Tk]`` the keys' validity. ``keys`` and ``values`` must be finite
+    everywhere (masked values zero) for the fused path. ``sink_logits`` ``[B, N, Tq, S]``
+    (soft-capped here) and ``sink_values`` ``[S, K, H]`` go together. ``gqa``: whether
+    ``K < N`` (pass the layer's static answer so compiled code needs no shape guard).
+    Computes in the promotion of the three dtypes.
     """
     b, tq, n, h = queries.shape
     tk = keys.shape[1]
@@ -131,23 +169,28 @@ def attend(
     if gqa is None:
         gqa = bool(keys.shape[2] != n)
     if _fused_ok(logits_soft_cap, sink_logits, dropout, need_probs):
-        mask: torch.Tensor | None = None
-        if visible is not None:
-            mask = visible if visible.dim() == 4 else visible[:, None]
-        if bias is not None:
-            b4 = bias.to(queries.dtype)
-            mask = b4 if mask is None else b4.masked_fill(~mask, float("-inf"))
         if tk == 0:
             return queries.new_zeros((b, tq, n, h)), None
+        mask = additive_mask(visible, key_mask, bias, dtype)
         out = F.scaled_dot_product_attention(
             queries.transpose(1, 2),
             keys.transpose(1, 2),
             values.transpose(1, 2),
             attn_mask=mask,
-            scale=1.0,
+            scale=scale,
             enable_gqa=gqa,
-        )
-        return out.transpose(1, 2), None
+        ).transpose(1, 2)
+        if torch.compiler.is_compiling() and (visible is not None or key_mask is not None):
+            # Eager SDPA gives zeros to a query that sees no key; exported graphs (ONNX's
+            # softmax over all -inf) may give NaN, so say it explicitly there.
+            seen = _any_visible(visible, key_mask)
+            out = torch.where(seen[:, :, None, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+        return out, None
+    if scale != 1.0:
+        queries = queries * torch.tensor(scale, dtype=dtype, device=queries.device)
+    if key_mask is not None:
+        km = key_mask[:, None, :]
+        visible = km if visible is None else (visible if visible.dim() == 3 else visible[:, 0]) & km
     return _explicit(
         queries,
         keys,
@@ -176,7 +219,7 @@ def _explicit(
     zero_fully_masked: bool,
     need_probs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    b, tq, n, _h = queries.shape
+    b, tq, n, _ = queries.shape
     kv_heads = keys.shape[2]
     dtype = queries.dtype
     if kv_heads != n:
@@ -189,10 +232,7 @@ def _explicit(
     if bias is not None:
         logits = logits + bias.to(logits.dtype)
     logits = soft_cap(logits, logits_soft_cap)
-    if visible is not None:
-        vis4 = visible if visible.dim() == 4 else visible[:, None]
-    else:
-        vis4 = None
+    vis4 = None if visible is None else (visible if visible.dim() == 4 else visible[:, None])
     # Softmax in at least float32, masking by replacement (as the reference does).
     work = torch.promote_types(logits.dtype, torch.float32)
     lf = logits.to(work)
@@ -220,25 +260,24 @@ def _explicit(
 
 
 def _blocks(x: torch.Tensor, block: int, left: int, right: int, pad_value: float | bool = 0) -> torch.Tensor:
-    """``[B, T, ...]`` -> ``[B, U, left + block + right, ...]``: block ``u`` holds steps
-    ``u*block - left`` .. ``(u+1)*block + right - 1`` (outside the sequence: ``pad_value``)."""
-    t = x.shape[1]
+    """``[B, T, ...]`` -> ``[B * U, left + block + right, ...]``: block ``u`` holds steps
+    ``u*block - left`` .. ``(u+1)*block + right - 1`` (outside the sequence: ``pad_value``).
+    One padded copy, then overlapping windows as a strided view, then one contiguous copy."""
+    b, t = x.shape[:2]
+    rest = x.shape[2:]
     u = -(-t // block)
+    size = left + block + right
     pad_right = right + u * block - t
     if x.dtype == torch.bool:
-        padded = torch.cat(
-            [
-                x.new_full((x.shape[0], left, *x.shape[2:]), bool(pad_value)),
-                x,
-                x.new_full((x.shape[0], pad_right, *x.shape[2:]), bool(pad_value)),
-            ],
-            dim=1,
-        )
+        parts = [x.new_full((b, left, *rest), bool(pad_value)), x, x.new_full((b, pad_right, *rest), bool(pad_value))]
+        padded = torch.cat(parts, dim=1)
+    elif left or pad_right:
+        padded = F.pad(x, [0, 0] * len(rest) + [left, pad_right], value=float(pad_value))
     else:
-        pad = [0, 0] * (x.dim() - 2) + [left, pad_right]
-        padded = F.pad(x, pad, value=float(pad_value))
-    windows = padded.unfold(1, left + block + right, block)  # [B, U, ..., C]
-    return windows.movedim(-1, 2)
+        padded = x.contiguous()
+    inner = padded.stride(1)
+    windows = padded.as_strided((b, u, size, *rest), (padded.stride(0), block * inner, *padded.stride()[1:]))
+    return windows.reshape(b * u, size, *rest)
 
 
 def blocked_attend(
@@ -260,6 +299,7 @@ def blocked_attend(
     zero_fully_masked: bool = False,
     need_probs: bool = False,
     gqa: bool | None = None,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Local attention computed per query block (self-attention: ``Tq == Tk``).
 
@@ -272,37 +312,36 @@ def blocked_attend(
     layout ``[B, T, N, S + left + block + right]``.
     """
     b, t, n, h = queries.shape
-    kv_heads = keys.shape[2]
     context_size = left + block + right
     if t == 0:
         probs = queries.new_zeros((b, 0, n, context_size + (0 if sink_logits is None else sink_logits.shape[-1])))
         return queries.new_zeros((b, 0, n, h)), (probs if need_probs else None)
     u = -(-t // block)
-    q_blocks = _blocks(queries, block, 0, 0).reshape(b * u, block, n, h)
-    k_blocks = _blocks(keys, block, left, right).reshape(b * u, context_size, kv_heads, h)
-    v_blocks = _blocks(values, block, left, right).reshape(b * u, context_size, kv_heads, h)
-    m_blocks = _blocks(key_mask, block, left, right, False).reshape(b * u, context_size)
+    q_blocks = _blocks(queries, block, 0, 0)
+    k_blocks = _blocks(keys, block, left, right)
+    v_blocks = _blocks(values, block, left, right)
+    m_blocks = _blocks(key_mask, block, left, right, False)
     w = torch.arange(block, device=queries.device)[:, None]
     c = torch.arange(context_size, device=queries.device)[None, :]
-    visible = m_blocks[:, None, :]
-    if band:
-        visible = visible & ((c >= w) & (c <= w + left + right))[None]
+    visible = ((c >= w) & (c <= w + left + right))[None] if band else None
     bias = None
     if bias_fn is not None:
         relative = (c - w - left)[None]
-        bq = q_blocks if bias_queries is None else _blocks(bias_queries, block, 0, 0).reshape(b * u, block, n, h)
+        bq = q_blocks if bias_queries is None else _blocks(bias_queries, block, 0, 0)
         bias = bias_fn(bq, k_blocks, relative)
     sinks = None
     if sink_logits is not None:
         s = sink_logits.shape[-1]
         # [B, N, T, S] -> [B*U, N, block, S]
-        st = sink_logits.permute(0, 2, 1, 3)
-        sinks = _blocks(st, block, 0, 0).reshape(b * u, block, n, s).permute(0, 2, 1, 3)
+        sinks = _blocks(sink_logits.permute(0, 2, 1, 3), block, 0, 0).permute(0, 2, 1, 3)
+        assert sinks.shape[-1] == s
     context, block_probs = attend(
         q_blocks,
         k_blocks,
         v_blocks,
         visible,
+        key_mask=m_blocks,
+        scale=scale,
         bias=bias,
         logits_soft_cap=logits_soft_cap,
         sink_logits=sinks,

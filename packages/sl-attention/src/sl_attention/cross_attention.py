@@ -165,17 +165,20 @@ class DotProductAttention(AttentionBase):
         need_probs: bool,
     ) -> tuple[Sequence, Emits]:
         sink_logits, sink_values = self._sinks(q.values)
-        qs, ks = self._scaled(q.values, keys)
-        relative = None
-        if self.relative_position_embedding is not None and q_pos is not None:
+        qk, scale, ks = self._scaled(q.values, keys)
+        bias = None
+        rpe = self.relative_position_embedding
+        if rpe is not None and q_pos is not None:
             k_pos = torch.arange(keys.shape[1], device=keys.device, dtype=torch.int32)[None]
             relative = k_pos[:, None, :] - q_pos[:, :, None]
-        bias = self._bias(q.values, qs, ks, relative)
+            bias = rpe.bias(self._bias_queries(q.values, qk, scale), ks, relative)  # type: ignore[arg-type]
         ctx, probs = fn.attend(
-            qs,
+            qk,
             ks,
             values,
-            kv_mask[:, None, :],
+            None,
+            key_mask=kv_mask,
+            scale=scale,
             bias=bias,
             logits_soft_cap=self.attention_logits_soft_cap,
             sink_logits=sink_logits,
@@ -396,21 +399,24 @@ class MultiSourceDotProductAttention(AttentionBase):
     ) -> Sequence:
         keys = torch.cat([s["keys"] for s in sources], 1)
         values = torch.cat([s["values"] for s in sources], 1)
-        visible = torch.cat([s["mask"] for s in sources], 1)[:, None, :]
+        key_mask = torch.cat([s["mask"] for s in sources], 1)
+        visible = None
         if self.query_segment_ids_name is not None:
             q_seg = positions_constant(self, constants, self.query_segment_ids_name, x).to(torch.int32)
             k_seg = torch.cat([s["segment_ids"] for s in sources], 1)
-            visible = visible & (q_seg[:, :, None] == k_seg[:, None, :])
-        qs, ks = self._scaled(q.values, keys)
+            visible = q_seg[:, :, None] == k_seg[:, None, :]
+        qk, scale, ks = self._scaled(q.values, keys)
         n, kh = self.num_heads, self.num_kv_heads
         if n != kh:
-            b, t, _, h = qs.shape
-            qs = qs.reshape(b, t, n // kh, kh, h).transpose(2, 3).reshape(b, t, n, h)
+            b, t, _, h = qk.shape
+            qk = qk.reshape(b, t, n // kh, kh, h).transpose(2, 3).reshape(b, t, n, h)
         ctx, _ = fn.attend(
-            qs,
+            qk,
             ks,
             values,
             visible,
+            key_mask=key_mask,
+            scale=scale,
             logits_soft_cap=self.attention_logits_soft_cap,
             zero_fully_masked=True,
             gqa=n != kh,

@@ -77,8 +77,8 @@ def _self_attention() -> list[LayerExample]:
         LayerExample(DPSA(D, 2, 3, 3, 0), (D,), contract=TOL, name="DPSA(P=3, F=0)"),
         LayerExample(DPSA(D, 2, 3, 3, 2), (D,), contract=TOL, random_mask=True, name="DPSA(P=3, F=2)"),
         LayerExample(DPSA(D, 2, 3, 0, 2), (D,), contract=TOL, name="DPSA(P=0, F=2)"),
-        LayerExample(DPSA(D, 2, 3, -1, 0, max_cache_length=24), (D,), contract=TOL, name="DPSA(P=-1, F=0, cache)"),
-        LayerExample(DPSA(D, 2, 3, -1, 2, max_cache_length=24), (D,), contract=TOL, name="DPSA(P=-1, F=2, cache)"),
+        LayerExample(DPSA(D, 2, 3, -1, 0, max_cache_length=256), (D,), contract=TOL, name="DPSA(P=-1, F=0, cache)"),
+        LayerExample(DPSA(D, 2, 3, -1, 2, max_cache_length=256), (D,), contract=TOL, name="DPSA(P=-1, F=2, cache)"),
         LayerExample(DPSA(D, 2, 3, -1, -1), (D,), contract=TOL, name="DPSA(P=-1, F=-1, layer only)"),
         LayerExample(DPSA(D, 2, 3, 3, -1), (D,), contract=TOL, name="DPSA(P=3, F=-1, layer only)"),
         LayerExample(
@@ -97,7 +97,7 @@ def _self_attention() -> list[LayerExample]:
             name="DPSA(Shaw, P=3, F=2: relative positions + lookahead)",
         ),
         LayerExample(
-            DPSA(D, 2, 3, -1, 0, max_cache_length=24, relative_position_embedding=_t5(8, 2, False)),
+            DPSA(D, 2, 3, -1, 0, max_cache_length=256, relative_position_embedding=_t5(8, 2, False)),
             (D,),
             contract=TOL,
             name="DPSA(T5, P=-1 cache)",
@@ -148,7 +148,7 @@ def _self_attention() -> list[LayerExample]:
         LayerExample(
             c.Serial(
                 L.Delay(2, delay_layer_output=False),
-                DPSA(D, 2, 3, -1, 1, max_cache_length=24, relative_position_embedding=_shaw(4, 1, 2, 3)),
+                DPSA(D, 2, 3, -1, 1, max_cache_length=256, relative_position_embedding=_shaw(4, 1, 2, 3)),
             ),
             (D,),
             contract=TOL,
@@ -183,7 +183,7 @@ def _flash() -> list[LayerExample]:
             V2(D, 4, 3, 3, 2, 2, input_projection="separate"), (D,), contract=TOL, name="V2(GQA 4/2, P=3, F=2)"
         ),
         LayerExample(
-            V2(D, 2, 3, -1, 0, max_cache_length=24, attention_logits_soft_cap=3.0, per_dim_scale=True),
+            V2(D, 2, 3, -1, 0, max_cache_length=256, attention_logits_soft_cap=3.0, per_dim_scale=True),
             (D,),
             contract=TOL,
             name="V2(P=-1 cache, soft cap)",
@@ -203,7 +203,7 @@ def _flash() -> list[LayerExample]:
         ),
         LayerExample(BW(D, 3, 2, 3, 1, 1), (D,), contract=TOL, time=15, name="Blockwise(block=3, 1/1)"),
         LayerExample(
-            BW(D, 2, 4, 3, -1, 1, 2, max_cache_length=24),
+            BW(D, 2, 4, 3, -1, 1, 2, max_cache_length=256),
             (D,),
             contract=TOL,
             time=14,
