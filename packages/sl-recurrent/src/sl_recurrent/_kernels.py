@@ -46,14 +46,23 @@ def is_prefix_mask(mask: torch.Tensor) -> bool:
 
 
 def _run_fused(
-    mode: str, values: torch.Tensor, weights: list[torch.Tensor], has_bias: bool, training: bool
+    mode: str,
+    values: torch.Tensor,
+    weights: list[torch.Tensor],
+    has_bias: bool,
+    training: bool,
+    initial: dict[str, torch.Tensor] | None,
 ) -> torch.Tensor:
-    batch = values.shape[0]
-    hidden = weights[1].shape[1]
-    h0 = torch.zeros((1, batch, hidden), dtype=values.dtype, device=values.device)
+    if initial is None:
+        batch = values.shape[0]
+        hidden = weights[1].shape[1]
+        h0 = c0 = torch.zeros((1, batch, hidden), dtype=values.dtype, device=values.device)
+    else:
+        h0 = initial["h"].unsqueeze(0)
+        c0 = initial["c"].unsqueeze(0) if mode == "lstm" else h0
     vf = torch._VF  # type: ignore[attr-defined]
     if mode == "lstm":
-        out = vf.lstm(values, (h0, h0), weights, has_bias, 1, 0.0, training, False, True)
+        out = vf.lstm(values, (h0, c0), weights, has_bias, 1, 0.0, training, False, True)
     elif mode == "gru":
         out = vf.gru(values, h0, weights, has_bias, 1, 0.0, training, False, True)
     elif mode == "rnn_tanh":
@@ -70,8 +79,10 @@ def fused_layer(
     weights: list[torch.Tensor],
     has_bias: bool,
     training: bool,
+    initial: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Outputs ``[B, T, hidden]`` of the recurrence from a zero state, exact on valid steps.
+    """Outputs ``[B, T, hidden]`` of the recurrence from ``initial`` (``{"h", "c"}`` ``[B, hidden]``;
+    None: zeros), exact on valid steps.
 
     ``values`` must already be masked (:func:`mask_values`) and in the weights' dtype;
     ``weights`` are ``[w_ih, w_hh(, b_ih, b_hh)]`` in torch.nn's layout.
@@ -80,10 +91,10 @@ def fused_layer(
         # Valid steps to the front of each row, in order; invalid ones after them.
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
         gathered = torch.gather(values, 1, order.unsqueeze(-1).expand_as(values))
-        y = _run_fused(mode, gathered, weights, has_bias, training)
+        y = _run_fused(mode, gathered, weights, has_bias, training, initial)
         back = torch.argsort(order, dim=1)
         return torch.gather(y, 1, back.unsqueeze(-1).expand_as(y))
-    return _run_fused(mode, values, weights, has_bias, training)
+    return _run_fused(mode, values, weights, has_bias, training, initial)
 
 
 def _lstm_update(

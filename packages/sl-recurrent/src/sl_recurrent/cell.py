@@ -23,6 +23,9 @@ compute) and the initial state is zeros shaped like the state it returns, so a c
 accepts ``None`` as "start from zeros" (as torch's cells do) needs nothing more. The output's
 channel shape and dtype are measured the same way, once per input spec.
 
+An ``initial_state`` for one of torch's cells returns what that cell takes: ``(h, c)`` for an
+LSTMCell, ``h`` for the others.
+
 Masking (all cells): invalid timesteps reach the cell as zeros and leave the state unchanged
 (the LSTM rule); the output there is unspecified. Receptive field ``(-inf, 0)``, block size 1.
 """
@@ -282,6 +285,8 @@ class RNN(SequenceLayer):
         if self._mode is not None:
             spec = self._torch_cell_spec(input_spec)
             hidden = spec.shape
+            if self.initial_state_fn is not None:
+                return self._torch_cell_start(batch_size, input_spec, spec)
             state = {"h": state_full(self, (batch_size, *hidden), 0.0, spec.dtype)}
             if self._mode == "lstm":
                 state["c"] = state_full(self, (batch_size, *hidden), 0.0, spec.dtype)
@@ -292,6 +297,25 @@ class RNN(SequenceLayer):
         _, meta_state = self._probe(batch_size, input_spec)
         device = layer_device(self)
         return pytree.tree_map(lambda t: torch.zeros(t.shape, dtype=t.dtype, device=device), meta_state)
+
+    def _torch_cell_start(self, batch: int, input_spec: ChannelSpec, spec: ChannelSpec) -> State:
+        """``initial_state`` for one of torch's cells, in torch's convention: ``(h, c)`` for an
+        LSTMCell, ``h`` for the others (each ``[B, hidden_size]``)."""
+        given = self._user_initial_state(batch, input_spec)
+        parts = given if self._mode == "lstm" else (given,)
+        expected = (batch, *spec.shape)
+        if not (
+            isinstance(parts, tuple)
+            and len(parts) == (2 if self._mode == "lstm" else 1)
+            and all(isinstance(p, torch.Tensor) and tuple(p.shape) == expected for p in parts)
+        ):
+            want = "(h, c), each" if self._mode == "lstm" else "h"
+            raise TypeError(
+                f"RNN({type(self.cell).__name__}): initial_state must return {want} of shape {list(expected)}, as "
+                f"torch's cell takes it; got {given!r:.200}."
+            )
+        names = ("h", "c")
+        return {names[i]: p.to(spec.dtype) for i, p in enumerate(parts)}
 
     # -- processing ---------------------------------------------------------------------
     def _torch_cell_weights(self, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -310,7 +334,10 @@ class RNN(SequenceLayer):
             if batch == 0 or time == 0:
                 return Sequence._trusted(values.new_zeros((batch, time, *spec.shape)), x.mask)
             weights = self._torch_cell_weights(dtype)
-            y = _kernels.fused_layer(self._mode, values, x.mask, weights, len(weights) == 4, training)
+            initial = None
+            if self.initial_state_fn is not None:
+                initial = self.get_initial_state(batch, x.channel_spec, training=training, constants=constants)
+            y = _kernels.fused_layer(self._mode, values, x.mask, weights, len(weights) == 4, training, initial)
             return Sequence._trusted(y, x.mask)
         state = self.get_initial_state(batch, x.channel_spec, training=training, constants=constants)
         y, _ = self._custom_steps(x, state)
@@ -349,6 +376,22 @@ class RNN(SequenceLayer):
             if arguments.get("dtype") is not None or dtype != torch.get_default_dtype():
                 arguments["dtype"] = dtype
         return arguments
+
+    def get_config(self) -> dict[str, Any]:
+        """A config for torch's cells (described by their sizes); a custom cell or an
+        ``initial_state`` callable has none (a TypeError says so)."""
+        name = type(self.cell).__name__
+        if self._mode is None:
+            raise TypeError(
+                f"RNN({name}) has no config: only torch.nn.LSTMCell, GRUCell and RNNCell are described in configs, "
+                "and a custom cell is code. Rebuild it in code and keep its weights with state_dict()."
+            )
+        if self.initial_state_fn is not None:
+            raise TypeError(
+                f"RNN({name}) has no config: its initial_state callable is code. Rebuild it in code and keep its "
+                "weights with state_dict()."
+            )
+        return super().get_config()
 
     def extra_repr(self) -> str:
         return "" if self.initial_state_fn is None else f"initial_state={self.initial_state_fn!r}"
