@@ -20,6 +20,7 @@ Two paths, one set of equations (torch.nn's gate conventions):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,8 @@ def _run_fused(
     else:
         h0 = initial["h"].unsqueeze(0)
         c0 = initial["c"].unsqueeze(0) if mode == "lstm" else h0
-    vf = torch._VF  # type: ignore[attr-defined]
+    vf: Any = torch._VF  # type: ignore[attr-defined]
+    out: Any
     if mode == "lstm":
         out = vf.lstm(values, (h0, c0), weights, has_bias, 1, 0.0, training, False, True)
     elif mode == "gru":

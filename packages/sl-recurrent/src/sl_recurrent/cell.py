@@ -260,7 +260,8 @@ class RNN(SequenceLayer):
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
         if self._mode is not None:
             check_float_input(f"RNN({type(self.cell).__name__})", input_dtype)
-            return promoted_dtype(input_dtype, self.cell.weight_hh.dtype, None)
+            cell: Any = self.cell
+            return promoted_dtype(input_dtype, cell.weight_hh.dtype, None)
         shape = self._probes().get("last_shape", None)
         if shape is None:
             size = getattr(self.cell, "input_size", None)

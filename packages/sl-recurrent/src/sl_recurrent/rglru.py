@@ -314,6 +314,7 @@ class RGLRU(LazyInputSize, SequenceLayer):
                 f"RGLRU expected input channel shape (units,) = ({self.units},) (its input and output width); "
                 f"got {input_shape}."
             )
+        assert self.units is not None
         return (self.units,)
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
