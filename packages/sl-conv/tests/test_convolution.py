@@ -461,3 +461,34 @@ def test_errors_name_the_layer_the_expectation_and_what_arrived():
     ):
         strided = Conv1D(2, 2, 3, stride=2, padding="causal")
         strided.step(sl.Sequence.from_values(torch.randn(1, 3, 2)), strided.get_initial_state(1, ((2,), torch.float32)))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_long_inputs_take_the_channels_last_path_with_the_same_numbers(transposed):
+    """Inputs of >= 256 rows run in place as channels-last memory; the result equals torch's."""
+    x = random_sequence(2, 200, 6, random_mask=True)
+    xv = x.mask_invalid().values.transpose(1, 2)
+    if transposed:
+        layer = _randomize_bias(Conv1DTranspose(6, 4, 4, stride=2, padding="valid", groups=2, dilation=2))
+        want = torch.nn.functional.conv_transpose1d(xv, layer.weight, layer.bias, 2, 0, 0, 2, 2)
+    else:
+        layer = _randomize_bias(Conv1D(6, 4, 3, stride=2, padding="causal", groups=2, dilation=2))
+        want = torch.nn.functional.conv1d(torch.nn.functional.pad(xv, (4, 0)), layer.weight, layer.bias, 2, 0, 2, 2)
+    torch.testing.assert_close(layer.layer(x, training=False).values, want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+    x2 = random_sequence(2, 70, 3, 4)
+    conv2 = _randomize_bias(Conv2D(4, 5, (3, 2), time_padding="causal", spatial_padding="valid"))
+    v2 = torch.nn.functional.pad(x2.mask_invalid().values.permute(0, 3, 1, 2), (0, 0, 2, 0))
+    want2 = torch.nn.functional.conv2d(v2, conv2.weight, conv2.bias).permute(0, 2, 3, 1)
+    torch.testing.assert_close(conv2.layer(x2, training=False).values, want2, rtol=1e-5, atol=1e-5)
+    # Gradients through the channels-last path equal torch's.
+    xg = xv.detach().clone().requires_grad_(True)
+    seq = sl.Sequence(xg.transpose(1, 2), x.mask)
+    (layer.layer(seq, training=False).values * 0.5).sum().backward()
+    g_sl, layer.weight.grad = xg.grad.clone(), None
+    xg.grad = None
+    if transposed:
+        ref = torch.nn.functional.conv_transpose1d(xg, layer.weight, layer.bias, 2, 0, 0, 2, 2)
+    else:
+        ref = torch.nn.functional.conv1d(torch.nn.functional.pad(xg, (4, 0)), layer.weight, layer.bias, 2, 0, 2, 2)
+    (ref * 0.5).sum().backward()
+    torch.testing.assert_close(g_sl * x.mask[:, None], xg.grad * x.mask[:, None], rtol=1e-5, atol=1e-5)
