@@ -168,7 +168,7 @@ def _stft() -> LayerCase:
     paddings = ("causal_valid", "valid", "same", "reverse_causal_valid", "causal", "reverse_causal", "semicausal")
     for magnitude in (False, True):
         for k, s, n in ((1, 1, 2), (3, 2, 2), (4, 2, 3), (4, 1, 4), (8, 3, 8), (6, 4, 16), (25, 10, 32)):
-            for p in paddings + ("semicausal_full",):
+            for p in (*paddings, "semicausal_full"):
                 for fft_padding in ("right", "center"):
                     if (k + len(p) + (fft_padding == "center")) % 3 and p not in ("semicausal", "causal"):
                         continue  # a sample of the grid; every mode and padding still appears
@@ -221,7 +221,17 @@ def _stft() -> LayerCase:
 
 def _inverse_stft() -> LayerCase:
     configs = []
-    for k, s, n in ((1, 1, 2), (2, 1, 3), (2, 2, 2), (3, 2, 3), (4, 2, 2), (4, 1, 4), (8, 3, 8), (16, 4, 32), (32, 8, 32)):
+    for k, s, n in (
+        (1, 1, 2),
+        (2, 1, 3),
+        (2, 2, 2),
+        (3, 2, 3),
+        (4, 2, 2),
+        (4, 1, 4),
+        (8, 3, 8),
+        (16, 4, 32),
+        (32, 8, 32),
+    ):
         for p in ("causal", "valid", "semicausal_full"):
             for fft_padding in ("right", "center"):
                 if fft_padding == "center" and (k + s) % 2:

@@ -40,7 +40,17 @@ STEPPABLE = {"causal_valid", "reverse_causal_valid", "causal", "reverse_causal",
 @pytest.mark.parametrize("k,s", [(1, 1), (2, 1), (1, 2), (2, 2), (3, 2), (2, 3), (8, 3)])
 @pytest.mark.parametrize(
     "padding",
-    ["causal_valid", "semicausal", "reverse_causal_valid", "causal", "reverse_causal", "same", "valid", "explicit", "semicausal_full"],
+    [
+        "causal_valid",
+        "semicausal",
+        "reverse_causal_valid",
+        "causal",
+        "reverse_causal",
+        "same",
+        "valid",
+        "explicit",
+        "semicausal_full",
+    ],
 )
 def test_frame_metadata(k, s, padding):
     explicit = (max(0, k - s), k - 1 - max(0, k - s))
@@ -145,7 +155,11 @@ def test_bad_inputs_get_errors_naming_the_layer():
     _raises(lambda: LinearToMelSpectrogram(8, 16000, 0.0, 8001.0), "LinearToMelSpectrogram", "Nyquist", "8001")
     _raises(lambda: LinearToMelSpectrogram(8, 16000, 500.0, 400.0), "LinearToMelSpectrogram", "lower_edge_hertz")
     _raises(lambda: LinearToMelSpectrogram(0, 16000, 0.0, 400.0), "LinearToMelSpectrogram", "num_mel_bins")
-    _raises(lambda: LinearToMelSpectrogram(8, 16000, 0.0, 400.0).layer(random_sequence(1, 3)), "LinearToMelSpectrogram", "()")
+    _raises(
+        lambda: LinearToMelSpectrogram(8, 16000, 0.0, 400.0).layer(random_sequence(1, 3)),
+        "LinearToMelSpectrogram",
+        "()",
+    )
     _raises(lambda: FFT(axis=1).layer(random_sequence(1, 3, 4, dtype=c)), "FFT", "batch or time", "axis=1")
     _raises(lambda: FFT(axis=3).layer(random_sequence(1, 3, 4, dtype=c)), "FFT", "out of range", "(4,)")
     _raises(lambda: FFT().layer(random_sequence(1, 3, dtype=c)), "FFT", "rank at least 3")
@@ -157,7 +171,12 @@ def test_bad_inputs_get_errors_naming_the_layer():
     _raises(lambda: Window(axis=-1, window_fn="triangle-ish"), "Window", "triangle-ish")
     _raises(lambda: STFT(8, 2, 8, window_fn=("kaiser",)), "STFT", "kaiser", "beta")
     _raises(lambda: STFT(8, 2, 8, window_fn={"inverse": "hann"}), "STFT", "inverse_stft")
-    _raises(lambda: OverlapAdd(4, 2, padding="causal").layer(random_sequence(1, 3, 5)), "OverlapAdd", "frame_length=4", "(5,)")
+    _raises(
+        lambda: OverlapAdd(4, 2, padding="causal").layer(random_sequence(1, 3, 5)),
+        "OverlapAdd",
+        "frame_length=4",
+        "(5,)",
+    )
     _raises(lambda: STFT(8, 2, 8, window_fn=torch.ones(7)).layer(random_sequence(1, 16)), "7", "8")
     with pytest.raises(ValueError, match="STFT does not support step"):
         STFT(8, 2, 8, time_padding="semicausal_full").step(random_sequence(1, 4), ())
@@ -235,7 +254,10 @@ def test_constants_follow_the_input_dtype_without_rounding_through_another():
 
 
 def test_compiled_layer_mode_matches_eager():
-    layer = sl.Serial(STFT(32, 8, 32, time_padding="semicausal", output_magnitude=True), LinearToMelSpectrogram(10, 16000, 0.0, 8000.0))
+    layer = sl.Serial(
+        STFT(32, 8, 32, time_padding="semicausal", output_magnitude=True),
+        LinearToMelSpectrogram(10, 16000, 0.0, 8000.0),
+    )
     x = sl.Sequence.from_values(torch.randn(2, 200))
     eager = layer.layer(x)
     compiled = torch.compile(lambda s: layer.layer(s), fullgraph=True, backend="eager")

@@ -99,7 +99,11 @@ def test_raised_cosine_windows_match_their_closed_form(length, periodic):
 def test_get_window_follows_scipy_fftbins(name, length):
     """Periodic (scipy's fftbins) for even lengths, symmetric for odd ones, as the reference."""
     sym = length % 2 == 1
-    base, params = (name, ()) if isinstance(name, str) else (("kaiser", (name,)) if isinstance(name, float) else (name[0], name[1:]))
+    base, params = (
+        (name, ())
+        if isinstance(name, str)
+        else (("kaiser", (name,)) if isinstance(name, float) else (name[0], name[1:]))
+    )
     kw = {"kaiser": "beta", "gaussian": "std"}
     extra = {kw[base]: params[0]} if params else {}
     expected = getattr(torch.signal.windows, base)(length, sym=sym, dtype=torch.float64, **extra)
@@ -257,7 +261,7 @@ def test_fft_inverse_pairs_are_pseudo_inverses(padding):
         for n in (31, 32, 33):
             x = _seq(2, 3, 32, dtype=dtype)
             a = forward(n, padding=padding)
-            b = backward(n, frame_length=32, padding=padding) if backward is IFFT else backward(n, frame_length=32, padding=padding)
+            b = backward(n, frame_length=32, padding=padding)
             ya = a.layer(x)
             yba = b.layer(ya)
             sl.testing.assert_sequences_close(a.layer(yba), ya, rtol=1e-3, atol=1e-4)
@@ -349,7 +353,8 @@ def test_multichannel_stft_is_per_channel():
 
 
 @pytest.mark.parametrize(
-    "num_mel,num_bins,rate,lo,hi", [(80, 257, 16000, 0.0, 8000.0), (20, 129, 8000, 125.0, 3800.0), (8, 5, 400, 1.0, 200.0)]
+    "num_mel,num_bins,rate,lo,hi",
+    [(80, 257, 16000, 0.0, 8000.0), (20, 129, 8000, 125.0, 3800.0), (8, 5, 400, 1.0, 200.0)],
 )
 def test_mel_matrix_matches_the_htk_formula(num_mel, num_bins, rate, lo, hi):
     ours = linear_to_mel_weight_matrix(num_mel, num_bins, rate, lo, hi, dtype=torch.float64).numpy()

@@ -72,7 +72,9 @@ def test_streamed_stft_inverse_stft_returns_every_sample(k, s, n, window, fft_pa
     # Layer mode reaches those samples only with semicausal_full on both layers.
     full = sl.Serial(
         STFT(k, s, n, window_fn=window, time_padding="semicausal_full", fft_padding=fft_padding),
-        InverseSTFT(k, s, n, window_fn=inverse_stft_window(s, window), time_padding="semicausal_full", fft_padding=fft_padding),
+        InverseSTFT(
+            k, s, n, window_fn=inverse_stft_window(s, window), time_padding="semicausal_full", fft_padding=fft_padding
+        ),
     ).layer(x)
     m = full.values.shape[1]
     assert y.values.shape[1] - delay >= m, "the stream returns every sample layer mode gives with semicausal_full"

@@ -124,7 +124,13 @@ def _stfts() -> list[LayerExample]:
             random_mask=True,
             **istft_in,
         ),
-        _ex(St.InverseSTFT(4, 2, 4, time_padding="valid"), (3,), "InverseSTFT(4/2, valid)", contract=_VALID_OLA, **istft_in),
+        _ex(
+            St.InverseSTFT(4, 2, 4, time_padding="valid"),
+            (3,),
+            "InverseSTFT(4/2, valid)",
+            contract=_VALID_OLA,
+            **istft_in,
+        ),
         _ex(
             St.InverseSTFT(8, 4, 8, window_fn=inverse_stft_window(4), time_padding="semicausal_full"),
             (5,),

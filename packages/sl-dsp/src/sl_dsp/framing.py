@@ -94,7 +94,9 @@ class Frame(PreservesType, SequenceLayer):
         self._mode: PaddingMode | None
         if isinstance(padding, (tuple, list)):
             if len(padding) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in padding):
-                raise ValueError(f"{name}: explicit padding must be two non-negative ints (before, after); got {padding!r}.")
+                raise ValueError(
+                    f"{name}: explicit padding must be two non-negative ints (before, after); got {padding!r}."
+                )
             if sum(padding) != self.frame_length - 1:
                 raise ValueError(
                     f"{name}: explicit padding {tuple(padding)} must sum to frame_length - 1 = {self.frame_length - 1}; "
@@ -110,7 +112,7 @@ class Frame(PreservesType, SequenceLayer):
         self._width = self._buffer_width() if self.supports_step else 0
         self._keep_layer = self._mode is None or self._mode in (PaddingMode.SAME, *_KEEP_MASK_STEP)
         self._keep_step = self._mode is None or self._mode in _KEEP_MASK_STEP
-        self._mode_name = None if self._mode is None else self._mode.value
+        self._mode_name = "" if self._mode is None else self._mode.value
         track_device(self)
 
     def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +237,9 @@ class Frame(PreservesType, SequenceLayer):
             mask = P.conv_output_mask(buffer.mask, self._mode_name, k, s, 1, is_step=True)
         if width:
             total = buffer.values.shape[1]
-            new_state: State = MaskedSequence._trusted(buffer.values[:, total - width :], buffer.mask[:, total - width :])
+            new_state: State = MaskedSequence._trusted(
+                buffer.values[:, total - width :], buffer.mask[:, total - width :]
+            )
         else:
             new_state = ()
         if k == 1:

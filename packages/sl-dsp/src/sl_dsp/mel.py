@@ -32,13 +32,9 @@ class LinearToMelSpectrogram(PreservesType, ConstantCache, Stateless):
     and an ``upper_edge_hertz`` above the Nyquist frequency ``sample_rate / 2``.
     """
 
-    def __init__(
-        self, num_mel_bins: int, sample_rate: float, lower_edge_hertz: float, upper_edge_hertz: float
-    ) -> None:
+    def __init__(self, num_mel_bins: int, sample_rate: float, lower_edge_hertz: float, upper_edge_hertz: float) -> None:
         super().__init__()
-        S.check_mel_arguments(
-            num_mel_bins, sample_rate, lower_edge_hertz, upper_edge_hertz, owner=type(self).__name__
-        )
+        S.check_mel_arguments(num_mel_bins, sample_rate, lower_edge_hertz, upper_edge_hertz, owner=type(self).__name__)
         self.num_mel_bins = num_mel_bins
         self.sample_rate = sample_rate
         self.lower_edge_hertz = lower_edge_hertz

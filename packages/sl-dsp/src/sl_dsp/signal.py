@@ -197,6 +197,7 @@ class _InverseSTFTWindowFn:
 
     def __call__(self, frame_length: int, dtype: torch.dtype | None = None, device: Any = None) -> torch.Tensor:
         forward = make_window(self.forward, frame_length, torch.float64, device)
+        assert forward is not None  # a forward window is required (checked in __init__)
         overlaps = -(-frame_length // self.frame_step)
         denom = F.pad(forward.square(), (0, overlaps * self.frame_step - frame_length))
         denom = denom.reshape(overlaps, self.frame_step).sum(0, keepdim=True)
@@ -236,7 +237,9 @@ def normalize_window(spec: WindowSpec, *, owner: str = "layer") -> WindowSpec:
         return None
     if isinstance(spec, torch.Tensor):
         if spec.dim() != 1 or not spec.dtype.is_floating_point:
-            raise ValueError(f"{owner}: a window tensor must be 1-D floating point; got {tuple(spec.shape)} {spec.dtype}.")
+            raise ValueError(
+                f"{owner}: a window tensor must be 1-D floating point; got {tuple(spec.shape)} {spec.dtype}."
+            )
         return [float(v) for v in spec.detach().cpu().tolist()]
     if isinstance(spec, list) and spec and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec):
         return [float(v) for v in spec]
@@ -323,7 +326,7 @@ def frame(
     frame_step: int,
     axis: int = -1,
     pad_mode: PaddingMode | str | tuple[int, int] = "reverse_causal_valid",
-    pad_value: complex = 0,
+    pad_value: float = 0.0,
 ) -> torch.Tensor:
     """Splits ``axis`` of ``x`` into frames of ``frame_length`` every ``frame_step`` samples:
     ``(..., samples, ...)`` -> ``(..., frames, frame_length, ...)``.
