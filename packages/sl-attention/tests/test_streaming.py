@@ -48,8 +48,7 @@ def _dpsa(past: int, future: int, relpos: bool, gqa: bool) -> DotProductSelfAtte
     )
 
 
-@pytest.mark.parametrize("gqa", [False, True], ids=["mha", "gqa"])
-@pytest.mark.parametrize("relpos", [False, True], ids=["plain", "shaw"])
+@pytest.mark.parametrize("relpos,gqa", [(False, False), (True, True)], ids=["plain-mha", "shaw-gqa"])
 @pytest.mark.parametrize("past,future", HORIZONS, ids=[f"P={p},F={f}" for p, f in HORIZONS])
 def test_contract_grid(past, future, relpos, gqa):
     """verify_contract (random masks, 1- and 2-block steps, gradients, NaN padding, garbage rows,
@@ -188,7 +187,7 @@ def test_v2_segments_and_positions_stream():
     torch.testing.assert_close(y1.values[:, 7:], y2.values[:, 7:])
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     past=st.sampled_from([-1, 1, 2, 4]),
     future=st.sampled_from([0, 1, 3]),
