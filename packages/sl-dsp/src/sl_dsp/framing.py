@@ -113,6 +113,7 @@ class Frame(PreservesType, SequenceLayer):
         self._keep_layer = self._mode is None or self._mode in (PaddingMode.SAME, *_KEEP_MASK_STEP)
         self._keep_step = self._mode is None or self._mode in _KEEP_MASK_STEP
         self._mode_name = "" if self._mode is None else self._mode.value
+        self._ratio = fractions.Fraction(1, self.frame_step)  # read on every checked call: built once
         track_device(self)
 
     def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +136,7 @@ class Frame(PreservesType, SequenceLayer):
 
     @property
     def output_ratio(self) -> fractions.Fraction:
-        return fractions.Fraction(1, self.frame_step)
+        return self._ratio
 
     @property
     def input_latency(self) -> int:
@@ -314,6 +315,7 @@ class OverlapAdd(PreservesType, SequenceLayer):
             )
         self._mode = P.validate_padding(padding, owner=name, allowed=self._PADDINGS)
         self._mode_name = self._mode.value
+        self._ratio = fractions.Fraction(self.frame_step)  # read on every checked call: built once
         track_device(self)
 
     def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +333,7 @@ class OverlapAdd(PreservesType, SequenceLayer):
 
     @property
     def output_ratio(self) -> fractions.Fraction:
-        return fractions.Fraction(self.frame_step)
+        return self._ratio
 
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:

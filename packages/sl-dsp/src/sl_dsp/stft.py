@@ -33,7 +33,7 @@ from sl.toolkit import padding as P
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 from sl_dsp import signal as S
 from sl_dsp._common import ConstantCache, real_dtype
-from sl_dsp.fft import IRFFT, RFFT, check_fft_padding
+from sl_dsp.fft import IRFFT, RFFT, check_fft_padding, pad_or_truncate
 from sl_dsp.framing import Frame, OverlapAdd
 
 __all__ = ["InverseSTFT", "STFT"]
@@ -69,6 +69,16 @@ class _Windowed(ConstantCache):
         window = S.make_window(self.window_fn, length, torch.float64)
         assert window is not None
         return [bool(v != 0) for v in window.tolist()]
+
+
+def _magnitude(z: torch.Tensor) -> torch.Tensor:
+    """``|z|``. Eager without autograd, ``hypot`` of the real and imaginary parts: the same values (to
+    an ulp) about three times faster than complex ``abs`` on CPU; with autograd (``abs``'s gradient
+    at 0 is 0, ``hypot``'s NaN) and under torch.export (ONNX has no ``hypot``), ``abs``."""
+    if z.requires_grad or torch.compiler.is_exporting():
+        return z.abs()
+    parts = torch.view_as_real(z)
+    return torch.hypot(parts[..., 0], parts[..., 1])
 
 
 def _fft_trim(frame_length: int, fft_length: int, fft_padding: str) -> tuple[int, int]:
@@ -185,11 +195,24 @@ class STFT(_Windowed, SequenceLayer):
 
     # -- compute --------------------------------------------------------------------------------
     def _spectrum(self, framed: Sequence, training: bool) -> Sequence:
-        framed = self._apply_window(framed)
-        dft = self.fft.layer(framed, training=training)
+        """Window, RFFT (and magnitude) of frames ``[B, T, frame_length, *C]``, without the per-call
+        checks of the child layers (the input was checked once by the outermost call)."""
+        values = framed.values
+        window = self._window(values.dtype, values.device)
+        if window is not None:
+            values = values * _window_broadcast(window, values.dim())
+        if values.numel() == 0:  # MKL refuses empty transforms (a 0-length step, an empty batch)
+            shape = (*values.shape[:2], *self.get_output_shape(framed.channel_shape[1:]))
+            out = values.new_zeros(shape, dtype=self.get_output_dtype(values.dtype))
+            return Sequence._trusted(out, framed.mask)
+        n = self.fft_length or values.shape[2]
+        if values.dtype in (torch.bfloat16, torch.float16):
+            values = values.float()
+        values = pad_or_truncate(values, 2, n, self.fft_padding)
+        dft = torch.fft.rfft(values, n=n, dim=2)
         if self.output_magnitude:
-            dft = dft.apply_values_masked(torch.abs)
-        return dft
+            dft = _magnitude(dft)
+        return Sequence._trusted(dft, framed.mask)
 
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_dtype(x.dtype)
