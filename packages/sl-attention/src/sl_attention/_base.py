@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from sl.layer import SequenceLayer
+from sl.lazy import LazyInputSize
 from sl.toolkit import check_in_stream, check_positive_int, get_constant, promoted_dtype, state_full
 from sl.types import ChannelSpec, Constants, Emits, ReceptiveField, Sequence, State
 from sl_attention import _functional as fn
@@ -68,8 +69,23 @@ def make_dropout(rate: float, broadcast_across_queries: bool) -> fn.DropoutFn:
     return dropout
 
 
-class AttentionBase(SequenceLayer):
-    """Configuration shared by the dot-product attention layers (see the module docstring)."""
+class AttentionBase(LazyInputSize, SequenceLayer):
+    """Configuration shared by the dot-product attention layers (see the module docstring).
+
+    ``input_size=None`` defers the parameters to the first call (``sl.lazy``): the input
+    size is then inferred from the input, recorded in the config, or read from a state
+    dict loaded before any call.
+    """
+
+    lazy_input_arg = "input_size"
+    lazy_state_axis = -1
+    input_size: int | None
+    source_size: int | None  # cross-attention layers only
+
+    @property
+    def lazy_state_key(self) -> str:  # type: ignore[override]
+        name = "in_proj" if self.projection_kind is ProjectionKind.COMBINED else "q_proj"
+        return f"input_projection.{name}_weight"
 
     num_heads: int
     units_per_head: int
@@ -88,9 +104,9 @@ class AttentionBase(SequenceLayer):
     def _setup(
         self,
         *,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
+        input_size: int | None,
+        num_heads: int | None,
+        units_per_head: int | None,
         num_kv_heads: int | None,
         bias: bool,
         input_projection: Any,
@@ -117,6 +133,11 @@ class AttentionBase(SequenceLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         owner = _name(self)
+        if num_heads is None or units_per_head is None:
+            raise TypeError(
+                f"{owner} needs num_heads and units_per_head, e.g. {owner}(input_size=128, num_heads=8, "
+                "units_per_head=16, ...); input_size may be omitted (inferred at the first call)."
+            )
         self.num_heads = check_positive_int(owner, "num_heads", num_heads)
         self.units_per_head = check_positive_int(owner, "units_per_head", units_per_head)
         if num_kv_heads is None:
@@ -186,20 +207,34 @@ class AttentionBase(SequenceLayer):
         )
         if self.relative_position_embedding is not None:
             self.relative_position_embedding.check_heads(owner, self.num_heads, self.units_per_head)
-        self._make_parameters(input_size, device, dtype)
+        self._factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        if input_size is None:
+            self.input_size = None
+            self._register_lazy_loading()
+        else:
+            self._make_parameters(check_positive_int(owner, "input_size", input_size))
+
+    def _input_size(self, input_shape: tuple[int, ...]) -> int:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"{_name(self)} expects inputs [batch, time, channels] (a channel shape of rank 1); got channel "
+                f"shape {tuple(input_shape)}."
+            )
+        return int(input_shape[0])
 
     @property
     def has_sinks(self) -> bool:
         return bool(self.num_sink_embeddings) or self.use_sink_scalars
 
-    def _make_parameters(self, input_size: int, device: Any, dtype: Any) -> None:
-        """Creates every parameter for inputs of ``input_size`` channels."""
+    def _make_parameters(self, size: int) -> None:
+        """Creates every parameter for inputs of ``size`` channels."""
         owner = _name(self)
-        self.input_size = check_positive_int(owner, "input_size", input_size)
+        device, dtype = self._factory["device"], self._factory["dtype"]
+        self.input_size = size
         self.input_projection = make_input_projection(
             owner,
             self.projection_kind,
-            input_size=self.input_size,
+            input_size=size,
             num_heads=self.num_heads,
             num_kv_heads=self.num_kv_heads,
             units_per_head=self.units_per_head,
@@ -231,6 +266,10 @@ class AttentionBase(SequenceLayer):
     def reset_parameters(self) -> None:
         """Reference initialisers: projections lecun_normal (fan-in = input size), scales and sink
         scalars zeros, sink embeddings flax's default embedding init (normal, 1 / (heads * units))."""
+        if self.relative_position_embedding is not None:
+            self.relative_position_embedding.reset_parameters()  # type: ignore[operator]
+        if self.input_size is None:
+            return  # created at the first call
         self.input_projection.reset_parameters()
         for p in (self.per_dim_scale, self.per_dim_key_scale, self.sink_scalars):
             if p is not None:
@@ -239,8 +278,6 @@ class AttentionBase(SequenceLayer):
             if p is not None:
                 with torch.no_grad():
                     p.normal_(0.0, 1.0 / math.sqrt(p.shape[1] * p.shape[2]))
-        if self.relative_position_embedding is not None:
-            self.relative_position_embedding.reset_parameters()  # type: ignore[operator]
 
     def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
         arguments = super().normalize_config(arguments)
@@ -252,7 +289,26 @@ class AttentionBase(SequenceLayer):
         return arguments
 
     # -- metadata ------------------------------------------------------------------------
+    def _kv_source_names(self) -> tuple[str, ...]:
+        """Constants the keys/values come from (cross-attention), for inferring ``source_size``."""
+        return ()
+
+    def _infer_source_size(self, constants: Constants | None) -> None:
+        """With the input size inferred too, an omitted ``source_size`` is the source's channels."""
+        if self.input_size is not None or not constants or getattr(self, "source_size", 0) is not None:
+            return
+        for name in self._kv_source_names():
+            source = constants.get(name)
+            if isinstance(source, Sequence) and source.values.dim() == 3:
+                size = int(source.values.shape[2])
+                self.source_size = size
+                self.kv_input_size = size
+                self.__dict__["_sl_init_args"]["source_size"] = size
+                return
+
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
+        self._infer_source_size(constants)
+        self._ensure_built(tuple(input_shape))
         if len(tuple(input_shape)) != 1 or input_shape[0] != self.input_size:
             raise ValueError(
                 f"{_name(self)} expects inputs [batch, time, {self.input_size}] (channel shape ({self.input_size},)); "
@@ -576,7 +632,7 @@ class WindowedAttention(AttentionBase):
     def _layer_impl(
         self, x: Sequence, training: bool, constants: Constants | None, need_probs: bool
     ) -> tuple[Sequence, Emits]:
-        self.get_output_shape(x.channel_shape)
+        self.get_output_shape(x.channel_shape, constants=constants)
         q, k, v = self._project(x, constants, step=False)
         q, k, v = self._kv_after_networks_layer(q, k, v, training, constants)
         kv_mask = k.mask & v.mask
@@ -645,7 +701,7 @@ class WindowedAttention(AttentionBase):
     def get_initial_state(
         self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
-        self.get_output_shape(tuple(input_spec.shape))
+        self.get_output_shape(tuple(input_spec.shape), constants=constants)
         dtype = self._state_dtype(input_spec, constants)
         kh, h, n = self.num_kv_heads, self.units_per_head, self.num_heads
         w = self._window
@@ -693,7 +749,7 @@ class WindowedAttention(AttentionBase):
     ) -> tuple[Sequence, State, Emits]:
         self._require_step()
         self._check_step_training(training)
-        self.get_output_shape(x.channel_shape)
+        self.get_output_shape(x.channel_shape, constants=constants)
         state = dict(state)
         t = x.values.shape[1]
         q, k, v = self._project(x, constants, step=True)

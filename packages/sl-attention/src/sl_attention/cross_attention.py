@@ -9,7 +9,8 @@ Queries come from the input; every query sees every valid source step (receptive
 ``(0, 0)`` in the input, or the query network's).
 
 Parameters: as the self-attention layers (:mod:`sl_attention.self_attention`), with the
-key/value projection reading ``source_size`` channels. The default projection is
+key/value projection reading ``source_size`` channels (default: ``input_size``; when the
+input size is left to be inferred, the source's channels at the first call). The default projection is
 ``"query_and_key_value"``; ``"combined"`` is refused (queries and keys come from
 different sequences), as in the reference.
 """
@@ -60,10 +61,10 @@ class DotProductAttention(AttentionBase):
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
-        source_name: str,
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
+        source_name: str | None = None,
         source_size: int | None = None,
         *,
         relative_position_embedding: RelPos = None,
@@ -92,8 +93,7 @@ class DotProductAttention(AttentionBase):
         self.source_name = _check_name(owner, "source_name", source_name)
         self.query_positions_name = query_positions_name or None
         self.recompute_kv_per_step = bool(recompute_kv_per_step)
-        source_size = input_size if source_size is None else check_positive_int(owner, "source_size", source_size)
-        self.source_size = source_size
+        self.source_size = None if source_size is None else check_positive_int(owner, "source_size", source_size)
         self._setup(
             input_size=input_size,
             num_heads=num_heads,
@@ -103,7 +103,7 @@ class DotProductAttention(AttentionBase):
             input_projection=input_projection,
             default_projection=ProjectionKind.QUERY_AND_KEY_VALUE,
             share_kv_projection=False,
-            kv_input_size=source_size,
+            kv_input_size=self.source_size,
             allow_combined=False,
             compute_dtype=compute_dtype,
             query_scale=query_scale,
@@ -126,6 +126,9 @@ class DotProductAttention(AttentionBase):
     @property
     def supports_step(self) -> bool:
         return self.query_network is None or self.query_network.supports_step
+
+    def _kv_source_names(self) -> tuple[str, ...]:
+        return tuple(getattr(self, "source_names", None) or (self.source_name,))
 
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
@@ -197,7 +200,7 @@ class DotProductAttention(AttentionBase):
     def _layer_impl(
         self, x: Sequence, training: bool, constants: Constants | None, need_probs: bool
     ) -> tuple[Sequence, Emits]:
-        self.get_output_shape(x.channel_shape)
+        self.get_output_shape(x.channel_shape, constants=constants)
         keys, values, kv_mask = self._source_kv(constants, training, x.values.shape[0])
         q = self.input_projection.get_q(x.mask_invalid())
         q = self._apply_network_layer(self.query_network, q, training, constants)
@@ -207,7 +210,7 @@ class DotProductAttention(AttentionBase):
     def get_initial_state(
         self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
-        self.get_output_shape(tuple(input_spec.shape))
+        self.get_output_shape(tuple(input_spec.shape), constants=constants)
         dtype = self.input_projection.output_dtype(input_spec.dtype)
         state: dict[str, Any] = {}
         if not self.recompute_kv_per_step:
@@ -235,7 +238,7 @@ class DotProductAttention(AttentionBase):
     ) -> tuple[Sequence, State, Emits]:
         self._require_step()
         self._check_step_training(training)
-        self.get_output_shape(x.channel_shape)
+        self.get_output_shape(x.channel_shape, constants=constants)
         state = dict(state)
         if self.recompute_kv_per_step:
             keys, values, kv_mask = self._source_kv(constants, training, x.values.shape[0])
@@ -272,10 +275,10 @@ class MultiSourceDotProductAttention(AttentionBase):
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
-        source_names: str | Iterable[str],
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
+        source_names: str | Iterable[str] | None = None,
         source_size: int | None = None,
         num_kv_heads: int | None = None,
         *,
@@ -297,6 +300,8 @@ class MultiSourceDotProductAttention(AttentionBase):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
+        if source_names is None:
+            raise TypeError(f"{owner} needs source_names, the constants to attend to (a name or a list of names).")
         names = (source_names,) if isinstance(source_names, str) else tuple(source_names)
         if not names:
             raise ValueError(f"{owner} expects at least one source name.")
@@ -318,8 +323,7 @@ class MultiSourceDotProductAttention(AttentionBase):
                 "every source (source_segment_ids_names)."
             )
         self.source_segment_ids_names = seg_names
-        source_size = input_size if source_size is None else check_positive_int(owner, "source_size", source_size)
-        self.source_size = source_size
+        self.source_size = None if source_size is None else check_positive_int(owner, "source_size", source_size)
         self._setup(
             input_size=input_size,
             num_heads=num_heads,
@@ -329,7 +333,7 @@ class MultiSourceDotProductAttention(AttentionBase):
             input_projection=input_projection,
             default_projection=ProjectionKind.QUERY_AND_KEY_VALUE,
             share_kv_projection=False,
-            kv_input_size=source_size,
+            kv_input_size=self.source_size,
             allow_combined=False,
             compute_dtype=compute_dtype,
             query_scale=query_scale,
@@ -357,6 +361,9 @@ class MultiSourceDotProductAttention(AttentionBase):
     def supports_step(self) -> bool:
         return self.query_network is None or self.query_network.supports_step
 
+    def _kv_source_names(self) -> tuple[str, ...]:
+        return tuple(getattr(self, "source_names", None) or (self.source_name,))
+
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         if self.query_network is not None:
@@ -367,9 +374,10 @@ class MultiSourceDotProductAttention(AttentionBase):
         out = []
         for name, seg_name in zip(self.source_names, self.source_segment_ids_names):
             source = get_source(self, constants, name)
-            if source.values.shape[-1] != self.source_size:
+            size = self.input_projection.kv_input_size
+            if source.values.shape[-1] != size:
                 raise ValueError(
-                    f"{type(self).__name__} expects every source with {self.source_size} channels; constants[{name!r}] "
+                    f"{type(self).__name__} expects every source with {size} channels; constants[{name!r}] "
                     f"has shape {list(source.values.shape)}."
                 )
             if source.values.shape[0] != batch:
@@ -429,7 +437,7 @@ class MultiSourceDotProductAttention(AttentionBase):
     def _layer_impl(
         self, x: Sequence, training: bool, constants: Constants | None, need_probs: bool
     ) -> tuple[Sequence, Emits]:
-        self.get_output_shape(x.channel_shape)
+        self.get_output_shape(x.channel_shape, constants=constants)
         sources = self._sources(constants, training, x.values.shape[0])
         q = self.input_projection.get_q(x.mask_invalid())
         q = self._apply_network_layer(self.query_network, q, training, constants)
@@ -438,7 +446,7 @@ class MultiSourceDotProductAttention(AttentionBase):
     def get_initial_state(
         self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
-        self.get_output_shape(tuple(input_spec.shape))
+        self.get_output_shape(tuple(input_spec.shape), constants=constants)
         dtype = self.input_projection.output_dtype(input_spec.dtype)
         return {
             "sources": self._sources(constants, training, batch_size),
@@ -460,7 +468,7 @@ class MultiSourceDotProductAttention(AttentionBase):
         self, x: Sequence, state: State, training: bool, constants: Constants | None, need_probs: bool
     ) -> tuple[Sequence, State, Emits]:
         self._require_step()
-        self.get_output_shape(x.channel_shape)
+        self.get_output_shape(x.channel_shape, constants=constants)
         state = dict(state)
         q = self.input_projection.get_q(x.mask_invalid())
         q, state["query_network"] = self._apply_network_step(

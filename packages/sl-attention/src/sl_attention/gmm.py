@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from sl.layer import PreservesType, SequenceLayer
+from sl.lazy import LazyInputSize
 from sl.toolkit import check_positive_int, lecun_normal_, state_full
 from sl.types import ChannelSpec, Constants, Emits, ReceptiveField, Sequence, State
 from sl_attention._base import get_source
@@ -44,17 +45,23 @@ from sl_attention.emits import CrossAttentionEmits
 __all__ = ["GmmAttention"]
 
 
-class GmmAttention(PreservesType, SequenceLayer):
-    """Gaussian-mixture attention over ``constants[source_name]`` (see the module docstring)."""
+class GmmAttention(LazyInputSize, PreservesType, SequenceLayer):
+    """Gaussian-mixture attention over ``constants[source_name]`` (see the module docstring).
+    ``input_size=None`` infers it at the first call (``sl.lazy``)."""
+
+    lazy_input_arg = "input_size"
+    lazy_state_key = "hidden_weight"
+    lazy_state_axis = 0
+    input_size: int | None
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
-        num_components: int,
-        source_name: str,
-        monotonic: bool,
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
+        num_components: int | None = None,
+        source_name: str | None = None,
+        monotonic: bool | None = None,
         source_size: int | None = None,
         *,
         output_bias: bool = True,
@@ -72,16 +79,31 @@ class GmmAttention(PreservesType, SequenceLayer):
         self.num_heads = check_positive_int(owner, "num_heads", num_heads)
         self.units_per_head = check_positive_int(owner, "units_per_head", units_per_head)
         self.num_components = check_positive_int(owner, "num_components", num_components)
+        if monotonic is None:
+            raise TypeError(f"{owner} needs monotonic=True or False (as the reference's config does).")
         self.monotonic = bool(monotonic)
         self.source_size = None if source_size is None else check_positive_int(owner, "source_size", source_size)
         self.use_output_bias = bool(output_bias)
         self.init_offset_bias = float(init_offset_bias)
         self.init_scale_bias = float(init_scale_bias)
         self.max_offset = float(max_offset)
-        self._make_parameters(input_size, device, dtype)
+        self._factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        if input_size is None:
+            self.input_size = None
+            self._register_lazy_loading()
+        else:
+            self._make_parameters(check_positive_int(owner, "input_size", input_size))
 
-    def _make_parameters(self, input_size: int, device: Any, dtype: Any) -> None:
-        self.input_size = check_positive_int(type(self).__name__, "input_size", input_size)
+    def _input_size(self, input_shape: tuple[int, ...]) -> int:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs [batch, time, channels]; got channel shape {tuple(input_shape)}."
+            )
+        return int(input_shape[0])
+
+    def _make_parameters(self, size: int) -> None:
+        device, dtype = self._factory["device"], self._factory["dtype"]
+        self.input_size = size
         n, u, m = self.num_heads, self.units_per_head, self.num_components
         self.hidden_weight = torch.nn.Parameter(torch.empty(self.input_size, n, u, device=device, dtype=dtype))
         self.output_weight = torch.nn.Parameter(torch.empty(n, u, m, 3, device=device, dtype=dtype))
@@ -94,6 +116,8 @@ class GmmAttention(PreservesType, SequenceLayer):
 
     def reset_parameters(self) -> None:
         """flax ``lecun_normal`` kernels (fan-in: input size, units per head), zero bias."""
+        if self.input_size is None:
+            return  # created at the first call
         lecun_normal_(self.hidden_weight, self.input_size)
         lecun_normal_(self.output_weight, self.units_per_head)
         if self.output_bias is not None:
@@ -119,6 +143,7 @@ class GmmAttention(PreservesType, SequenceLayer):
         return int(self.source_size)  # type: ignore[arg-type]
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
+        self._ensure_built(tuple(input_shape))
         if tuple(input_shape) != (self.input_size,):
             raise ValueError(
                 f"{type(self).__name__} expects inputs [batch, time, {self.input_size}]; got channel shape "

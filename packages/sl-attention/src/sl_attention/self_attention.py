@@ -5,6 +5,9 @@ Reference: ``attention/dot_product_self_attention.py`` and
 units_per_head]`` (no output projection, as in the reference; follow with
 ``sl.DenseShaped((num_heads, units_per_head), d_model)``).
 
+``input_size`` may be omitted: it is then inferred at the first call (``sl.lazy``, as
+``torch.nn.LazyLinear``), recorded in the config, or read from a state dict loaded first.
+
 Parameters (see :mod:`sl_attention.projection` for the projection layouts):
 ``input_projection.*`` (the q/k/v projections), ``per_dim_scale [H]`` and
 ``per_dim_key_scale [H]`` (when enabled), ``sink_key_embeddings [S, N, H]`` /
@@ -81,9 +84,9 @@ class DotProductSelfAttention(WindowedAttention):
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
         max_past_horizon: int = -1,
         max_future_horizon: int = 0,
         num_kv_heads: int | None = None,
@@ -165,11 +168,11 @@ class LocalDotProductSelfAttention(WindowedAttention):
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
-        block_size: int,
-        max_past_horizon: int,
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
+        block_size: int | None = None,
+        max_past_horizon: int | None = None,
         max_future_horizon: int = 0,
         *,
         relative_position_embedding: RelPos = None,
@@ -195,7 +198,7 @@ class LocalDotProductSelfAttention(WindowedAttention):
         super().__init__()
         owner = type(self).__name__
         self.local_block_size = check_positive_int(owner, "block_size", block_size)
-        self._setup_window(max_past_horizon, max_future_horizon, None)
+        self._setup_window(max_past_horizon, max_future_horizon, None)  # type: ignore[arg-type]
         if self.max_past_horizon < 1:
             raise ValueError(f"{owner} expects max_past_horizon >= 1 (as in the reference); got {max_past_horizon}.")
         if self.max_future_horizon < 0:

@@ -44,12 +44,12 @@ class _Streaming(WindowedAttention):
     def _setup_streaming(
         self,
         *,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
-        source_name: str,
+        input_size: int | None,
+        num_heads: int | None,
+        units_per_head: int | None,
+        source_name: str | None,
         source_size: int | None,
-        max_past_horizon: int,
+        max_past_horizon: int | None,
         max_future_horizon: int,
         use_query_delay_buffer: bool,
         **kwargs: Any,
@@ -59,12 +59,12 @@ class _Streaming(WindowedAttention):
             raise ValueError(f"{owner} expects source_name to be a non-empty string; got {source_name!r}.")
         self.source_name = source_name
         self.use_query_delay_buffer = bool(use_query_delay_buffer)
-        self._setup_window(max_past_horizon, max_future_horizon, None)
+        self._setup_window(max_past_horizon, max_future_horizon, None)  # type: ignore[arg-type]
         if self.max_past_horizon < 1:
             raise ValueError(f"{owner} expects max_past_horizon >= 1 (as in the reference); got {max_past_horizon}.")
         if self.max_future_horizon < 0:
             raise ValueError(f"{owner} expects max_future_horizon >= 0; got {max_future_horizon}.")
-        self.source_size = input_size if source_size is None else check_positive_int(owner, "source_size", source_size)
+        self.source_size = None if source_size is None else check_positive_int(owner, "source_size", source_size)
         self._setup(
             input_size=input_size,
             num_heads=num_heads,
@@ -95,6 +95,9 @@ class _Streaming(WindowedAttention):
         k, v = self.input_projection.get_kv(source.mask_invalid())
         return q, k, v
 
+    def _kv_source_names(self) -> tuple[str, ...]:
+        return (self.source_name,)
+
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         # In the input (the queries): the source enters through constants.
@@ -121,11 +124,11 @@ class StreamingDotProductAttention(_Streaming):
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
-        source_name: str,
-        max_past_horizon: int,
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
+        source_name: str | None = None,
+        max_past_horizon: int | None = None,
         max_future_horizon: int = 0,
         source_size: int | None = None,
         *,
@@ -188,12 +191,12 @@ class StreamingLocalDotProductAttention(_Streaming):
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
-        source_name: str,
-        block_size: int,
-        max_past_horizon: int,
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
+        source_name: str | None = None,
+        block_size: int | None = None,
+        max_past_horizon: int | None = None,
         max_future_horizon: int = 0,
         source_size: int | None = None,
         *,

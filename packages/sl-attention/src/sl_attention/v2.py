@@ -53,9 +53,9 @@ class _FlashStyle(WindowedAttention):
     def _setup_flash(
         self,
         *,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
+        input_size: int | None,
+        num_heads: int | None,
+        units_per_head: int | None,
         num_kv_heads: int | None,
         bias: bool,
         input_projection: Any,
@@ -126,9 +126,9 @@ class DotProductSelfAttentionV2(_FlashStyle):
 
     def __init__(
         self,
-        input_size: int,
-        num_heads: int,
-        units_per_head: int,
+        input_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
         max_past_horizon: int = -1,
         max_future_horizon: int = 0,
         num_kv_heads: int | None = None,
@@ -186,11 +186,11 @@ class BlockwiseDotProductSelfAttention(_FlashStyle):
 
     def __init__(
         self,
-        input_size: int,
-        block_size: int,
-        num_heads: int,
-        units_per_head: int,
-        max_past_horizon_blocks: int,
+        input_size: int | None = None,
+        block_size: int | None = None,
+        num_heads: int | None = None,
+        units_per_head: int | None = None,
+        max_past_horizon_blocks: int | None = None,
         max_future_horizon_blocks: int = 0,
         num_kv_heads: int | None = None,
         *,
