@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sl
-from sl.testing import assert_sequences_close, random_sequence, verify_contract
+from sl.testing import assert_sequences_close, random_sequence, tolerances, verify_contract
 from sl_attention import (
     BlockwiseDotProductSelfAttention,
     DotProductSelfAttention,
@@ -61,6 +61,15 @@ def test_contract_grid(past, future, relpos, gqa):
     if layer.supports_step:
         y3, _ = sl.step_by_step(layer, x, blocks_per_step=3)
         assert_sequences_close(y.mask_invalid(), y3.mask_invalid(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("past,future", HORIZONS, ids=[f"P={p},F={f}" for p, f in HORIZONS])
+def test_contract_grid_bfloat16(past, future):
+    """The horizon grid in bfloat16 (parameters and input), with grouped heads and relative positions."""
+    layer = _dpsa(past, future, True, True).to(torch.bfloat16).eval()
+    x = _x().to(torch.bfloat16)
+    y = verify_contract(layer, x, training=False, test_receptive_field=False, **tolerances(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
 
 
 def test_relative_positions_with_lookahead_step_like_layer():
