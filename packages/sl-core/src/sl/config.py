@@ -71,6 +71,11 @@ _SYNONYMS = {
     "strides": "stride",
     "num_units": "features",
     "units": "features",
+    "n_fft": "fft_length",
+    "hop_length": "frame_step",
+    "win_length": "frame_length",
+    "window": "window_fn",
+    "num_layers": "num_repeats",
 }
 
 
@@ -211,8 +216,13 @@ def encode_value(value: Any, *, where: str) -> Any:
             return encode_value(torch.as_tensor(value), where=where)
     except ImportError:  # pragma: no cover
         pass
+    if isinstance(value, torch.nn.Module):
+        raise TypeError(
+            f"{where} is a torch module ({type(value).__name__}), which cannot be written to a config: only sl "
+            "layers can. Override get_config (or pass the module's sizes instead of the module)."
+        )
     raise TypeError(
-        f"{where} is a {type(value).__name__} ({value!r}), which cannot be written to a config. "
+        f"{where} is a {type(value).__name__} ({value!r:.80}), which cannot be written to a config. "
         "Use a registered activation name, a layer, or plain JSON data instead."
     )
 

@@ -272,8 +272,12 @@ def _wrap_layer(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
         if _calls.depth:  # called by a layer that is already being checked: trusted
             return fn(self, x, training=training, constants=constants)
         _check_sequence(self, x, method)
-        if _is_compiling():
-            out = fn(self, x, training=training, constants=constants)
+        if _is_compiling():  # traced once: the checks cost nothing per call, nested calls skip them
+            _calls.depth += 1
+            try:
+                out = fn(self, x, training=training, constants=constants)
+            finally:
+                _calls.depth -= 1
             _check_output(self, x, out[0] if with_emits else out, constants, method)
             return out
         _calls.depth += 1
@@ -310,9 +314,13 @@ def _wrap_step(fn: Callable[..., Any], with_emits: bool) -> Callable[..., Any]:
         if _calls.depth:  # called by a layer that is already being checked: trusted
             return fn(self, x, state, training=training, constants=constants)
         _check_sequence(self, x, method)
-        if _is_compiling():
+        if _is_compiling():  # traced once: the checks cost nothing per call, nested calls skip them
             _check_step_input(self, x)
-            out = fn(self, x, state, training=training, constants=constants)
+            _calls.depth += 1
+            try:
+                out = fn(self, x, state, training=training, constants=constants)
+            finally:
+                _calls.depth -= 1
             _check_output(self, x, out[0], constants, method)
             _check_step_length(self, x, out[0])
             return out
@@ -613,7 +621,8 @@ class SequenceLayer(torch.nn.Module):
 
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
-        if "_sl_declared" in d or "_sl_state_signatures" in d or "_sl_dtypes" in d:
+        # train()/eval() set `training`, which changes no metadata: keep the caches then.
+        if name != "training" and ("_sl_declared" in d or "_sl_state_signatures" in d or "_sl_dtypes" in d):
             for key in _CACHE_KEYS:
                 d.pop(key, None)
         super().__setattr__(name, value)

@@ -129,6 +129,9 @@ def _common_dtype(values: list[torch.Tensor]) -> torch.dtype:
 
 def _reduce(fn: str, seqs: tuple[Sequence, ...], op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Sequence:
     _check_seqs(fn, seqs)
+    first = seqs[0].values.shape
+    if all(s.values.shape == first for s in seqs[1:]):  # the common case (a Residual): nothing to broadcast
+        return _result(seqs, functools.reduce(op, [s.values for s in seqs]))
     values = _reshape_for_broadcast(seqs)
     b, t = _batch_time(fn, seqs)
     channels = _broadcast_shapes(fn, *(tuple(v.shape[2:]) for v in values))

@@ -71,10 +71,14 @@ def validate_padding(
 ) -> PaddingMode:
     """``padding`` as a PaddingMode member; an unknown (or not ``allowed``) mode is a ValueError naming ``owner``."""
     choices = list(PaddingMode) if allowed is None else list(allowed)
-    try:
-        mode = PaddingMode(padding.lower() if isinstance(padding, str) else padding)
-    except ValueError:
-        mode = None
+    mode: PaddingMode | None
+    if isinstance(padding, PaddingMode):  # a member (no str methods: they do not trace under torch.compile)
+        mode = padding
+    else:
+        try:
+            mode = PaddingMode(padding.lower() if isinstance(padding, str) else padding)
+        except ValueError:
+            mode = None
     if mode is None or mode not in choices:
         raise ValueError(f"{owner} does not support padding={padding!r}; expected one of {[m.value for m in choices]}.")
     return mode
@@ -111,7 +115,9 @@ def output_length(input_length: int, padding: PaddingMode | str, kernel_size: in
 
 
 def _window_mask(mask: torch.Tensor, kernel_size: int, stride: int, dilation: int, use_or: bool) -> torch.Tensor:
-    """AND (or OR) of the mask over each window of a VALID convolution."""
+    """AND (or OR) of the mask over each window of a VALID convolution (no windows: an empty mask)."""
+    if mask.shape[1] < (kernel_size - 1) * dilation + 1:
+        return mask[:, :0]
     if dilation == 1 and kernel_size % stride == 0:
         # Reduce within each stride first: fewer, wider windows.
         frames = mask.shape[1] // stride
@@ -240,13 +246,14 @@ def transpose_explicit_padding(
 def transpose_output_length(
     input_length: int, padding: PaddingMode | str, kernel_size: int, stride: int, dilation: int
 ) -> int:
-    """Output steps of a transposed convolution (Keras' rule, as the reference)."""
-    mode = validate_padding(
-        padding, allowed=(PaddingMode.VALID, PaddingMode.CAUSAL, PaddingMode.SAME, PaddingMode.SEMICAUSAL_FULL)
-    )
-    if mode is PaddingMode.VALID:
-        return input_length * stride + max(effective_kernel_size(kernel_size, dilation) - stride, 0)
-    return input_length * stride
+    """Output steps of a transposed convolution: the input dilated by ``stride``, padded by
+    :func:`transpose_explicit_padding`, convolved VALID (``T * stride`` for causal/same; ``valid``
+    adds ``max(k - stride, 0)``; ``semicausal_full`` gives ``T * stride + k + 1 - 2 * stride``)."""
+    if input_length <= 0:
+        return 0
+    before, after = transpose_explicit_padding(padding, kernel_size, stride, dilation)
+    k = effective_kernel_size(kernel_size, dilation)
+    return max(0, (input_length - 1) * stride + 1 + before + after - (k - 1))
 
 
 def transpose_receptive_field_per_step(
@@ -275,6 +282,7 @@ def transpose_output_mask(
         padding, allowed=(PaddingMode.VALID, PaddingMode.CAUSAL, PaddingMode.SAME, PaddingMode.SEMICAUSAL_FULL)
     )
     k = effective_kernel_size(kernel_size, dilation)
+    # semicausal_full with k <= stride: the repeated mask, as the reference (its values are then shorter).
     if k <= stride or mode in (PaddingMode.SAME, PaddingMode.CAUSAL):
         return mask.repeat_interleave(stride, dim=1)
     before, after = transpose_explicit_padding(mode, kernel_size, stride, dilation)

@@ -205,13 +205,14 @@ class Streamer:
             )
         self._pending: Sequence | None = None
         self._to_drop = self.layer.output_latency
+        self._block = self.layer.block_size  # computed once: a deep stack derives it from every child
 
     def _run(self, x: Sequence) -> Sequence:
         """Steps every whole block of ``x`` (after what was buffered) and buffers the rest."""
         if self._pending is not None:
             x = Sequence.concatenate_sequences([self._pending, x])
         t = x.values.shape[1]
-        usable = t - t % self.layer.block_size
+        usable = t - t % self._block
         self._pending = x[:, usable:] if usable < t else None
         with _grad_context(self.grad):
             y, self.state = self.layer.step(x[:, :usable], self.state, training=self.training, constants=self.constants)
@@ -241,7 +242,7 @@ class Streamer:
         layer = self.layer
         pending = 0 if self._pending is None else self._pending.values.shape[1]
         pad = layer.input_latency
-        pad += -(pending + pad) % layer.block_size
+        pad += -(pending + pad) % self._block
         device = self._pending.device if self._pending is not None else _device_of(self.state)
         filler = Sequence._trusted(
             torch.zeros((self.batch_size, pad, *self._input_spec.shape), dtype=self._input_spec.dtype, device=device),

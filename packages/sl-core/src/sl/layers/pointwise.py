@@ -107,7 +107,15 @@ class _BroadcastConstant(PreservesType, Stateless):
         raise NotImplementedError
 
     def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
-        return _broadcast_output_shape(type(self).__name__, self._arg, input_shape, tuple(self.constant.shape))
+        # Cached per input shape: torch.broadcast_shapes is slow Python on every step of a stream.
+        input_shape = tuple(input_shape)
+        cache = self.__dict__.setdefault("_sl_shapes", {})
+        shape = cache.get(input_shape)
+        if shape is None:
+            shape = cache[input_shape] = _broadcast_output_shape(
+                type(self).__name__, self._arg, input_shape, tuple(self.constant.shape)
+            )
+        return shape  # type: ignore[no-any-return]
 
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_shape(x.channel_shape)  # clear error before computing
