@@ -123,3 +123,19 @@ def test_decoder_contract():
     model = decoder.build_model(layers=1, max_len=64)
     ids = random_sequence(2, 12, dtype=torch.int64, high=decoder.VOCAB)
     verify_contract(model, ids, test_batching=False, rtol=1e-4, atol=1e-4)
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    import socket
+
+    import ddp_training
+
+    with socket.socket() as s:  # a free port for the gloo rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    single = ddp_training.train_single()
+    distributed = ddp_training.train_ddp(world=2, port=port, out_path=str(tmp_path / "ddp.pt"))
+    assert single.keys() == distributed.keys()
+    for name in single:
+        torch.testing.assert_close(distributed[name], single[name], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(v, ddp_training.build().state_dict()[k]) for k, v in single.items())  # it trained
