@@ -139,3 +139,14 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     for name in single:
         torch.testing.assert_close(distributed[name], single[name], rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(v, ddp_training.build().state_dict()[k]) for k, v in single.items())  # it trained
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    import demo
+
+    figure = tmp_path / "demo.png"
+    assert demo.main(["--train-steps", "2", "--seconds", "0.5", "--output", str(figure)]) == 0
+    out = capsys.readouterr().out
+    assert "max |layer - step|" in out and "algorithmic latency: 19.9 ms" in out and "SNR" in out
+    if "figure:" in out:
+        assert figure.read_bytes()[:4] == b"\x89PNG"
