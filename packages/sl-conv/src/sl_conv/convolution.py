@@ -22,6 +22,18 @@ reference); channels are last. Parameters follow ``torch.nn`` so its checkpoints
   :class:`~sl_conv.normalization.WeightNormalization` (``"l2"``/``"spectral"``) kept as
   the ``kernel_constraint`` submodule.
 
+Input sizes (``sl.lazy``): ``in_channels`` may be omitted, and is then inferred at the first
+call (any of ``layer``, ``step``, ``get_initial_state``, ``get_output_spec``), like
+``torch.nn.LazyConv1d``: ``sl.Conv1D(out_channels=64, kernel_size=3, padding="causal")``,
+``sl.DepthwiseConv1D(kernel_size=5, padding="causal")`` (whose ``groups`` and
+``out_channels`` follow from it), ``sl.Conv1DTranspose(out_channels=8, kernel_size=4,
+stride=2, padding="causal")``. Until then every parameter is a
+``torch.nn.UninitializedParameter`` (``.to()`` still sets its device and dtype); the
+inferred size is recorded in ``get_config()``, and a state dict (ours or ``torch.nn``'s)
+loaded before the first call builds the layer from its ``weight``. Run one batch before
+building the optimizer. Eager construction (``sl.Conv1D(128, 256, kernel_size=3,
+padding="same")``) is unchanged.
+
 Initialisers follow the reference: ``lecun_normal`` kernel (fan-in ``prod(kernel_size) *
 in_channels / groups``), zero bias. Compute happens in ``compute_dtype`` or the
 promotion of input and parameter dtypes. One ``F.conv*d`` (``F.conv_transpose*d``) call
@@ -67,7 +79,7 @@ from __future__ import annotations
 
 import fractions
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -75,6 +87,7 @@ import torch.nn.functional as F
 
 from sl import activations
 from sl.layer import SequenceLayer
+from sl.lazy import LazyInputSize
 from sl.toolkit import PaddingMode, check_positive_int, layer_device, lecun_normal_, promoted_dtype
 from sl.toolkit import padding as P
 from sl.types import ChannelSpec, Constants, MaskedSequence, ReceptiveField, Sequence, State
@@ -120,29 +133,46 @@ def _use_channels_last(values: torch.Tensor) -> bool:
     return values.numel() >= _CHANNELS_LAST_MIN_ROWS * values.shape[-1]
 
 
-class _ConvBase(SequenceLayer):
+def _uninitialized(device: Any, dtype: Any) -> Any:
+    return torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
+
+
+def _build_from_state_dict(module: Any, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+    """A lazy convolution loading a state dict before its first call takes ``in_channels`` from ``weight``."""
+    weight = state_dict.get(prefix + "weight")
+    if isinstance(weight, torch.Tensor) and module.in_channels is None and weight.dim() == module._rank + 2:
+        module._build(module._size_from_checkpoint(weight))
+
+
+class _ConvBase(LazyInputSize, SequenceLayer):
     """Arguments, parameters, kernel constraints and dtype handling shared by every convolution."""
 
     _rank: ClassVar[int]  # convolved axes: time plus the spatial axes
     _transposed: ClassVar[bool] = False
+    lazy_input_arg = "in_channels"
 
-    weight: torch.nn.Parameter
-    bias: torch.nn.Parameter | None
-    weight_scale: torch.nn.Parameter | None
+    in_channels: int | None
+    # None until a lazy depthwise layer sees its input (typed as built: every call builds first).
+    out_channels: int
+    groups: int
+    depth_multiplier: int
+    weight: Any
+    bias: Any
+    weight_scale: Any
     kernel_constraint: WeightNormalization | None
     _constraint_spec: WeightNormalization | None
 
     def _configure(
         self,
         *,
-        in_channels: int,
-        out_channels: int,
+        in_channels: int | None,
+        out_channels: int | None,
         kernel_size: Any,
         stride: Any,
         dilation: Any,
         time_padding: Any,
         spatial_padding: Any,
-        groups: int,
+        groups: int | None,
         bias: bool,
         activation: Activation,
         compute_dtype: torch.dtype | None,
@@ -150,20 +180,42 @@ class _ConvBase(SequenceLayer):
         kernel_constraint: Any,
         device: Any,
         dtype: Any,
+        depth_multiplier: int | None = None,
     ) -> None:
+        """``depth_multiplier`` set: a depthwise layer (``groups = in_channels``, ``out_channels =
+        in_channels * depth_multiplier``; ``groups``/``out_channels`` are ignored). ``in_channels=None``:
+        the parameters wait for the first call (``sl.lazy``)."""
         owner = type(self).__name__
         n = self._rank
-        self.in_channels = check_positive_int(owner, "in_channels", in_channels)
-        self.out_channels = check_positive_int(owner, "out_channels", out_channels)
+        if kernel_size is None or (depth_multiplier is None and out_channels is None):
+            needs = "kernel_size" if depth_multiplier is not None else "out_channels and kernel_size"
+            example = (
+                f"sl.{owner}(kernel_size=3)"
+                if depth_multiplier is not None
+                else f"sl.{owner}(out_channels=64, kernel_size=3)"
+            )
+            raise TypeError(
+                f"{owner} needs {needs}: {example} (in_channels inferred at the first call) or "
+                f"sl.{owner}(in_channels, {'' if depth_multiplier is not None else 'out_channels, '}kernel_size)."
+            )
+        self._depthwise = depth_multiplier is not None
+        self.in_channels = None if in_channels is None else check_positive_int(owner, "in_channels", in_channels)
+        if self._depthwise:
+            self.groups = self.in_channels  # type: ignore[assignment]
+            self.out_channels = None if self.in_channels is None else self.in_channels * int(depth_multiplier or 1)  # type: ignore[assignment]
+        else:
+            self.out_channels = check_positive_int(owner, "out_channels", out_channels)
+            self.groups = check_positive_int(owner, "groups", groups)
+            if self.out_channels % self.groups:
+                raise ValueError(f"{owner}: groups={self.groups} must divide out_channels={self.out_channels}.")
+            if self.in_channels is not None and self.in_channels % self.groups:
+                raise ValueError(
+                    f"{owner}: groups={self.groups} must divide in_channels={self.in_channels} and "
+                    f"out_channels={self.out_channels}."
+                )
         self.kernel_size = as_ntuple(owner, "kernel_size", kernel_size, n)
         self.stride = as_ntuple(owner, "stride", stride, n)
         self.dilation = as_ntuple(owner, "dilation", dilation, n)
-        self.groups = check_positive_int(owner, "groups", groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(
-                f"{owner}: groups={self.groups} must divide in_channels={self.in_channels} and "
-                f"out_channels={self.out_channels}."
-            )
         allowed = _TRANSPOSE_PADDINGS if self._transposed else None
         self._time_padding = time_padding_mode(owner, "padding" if n == 1 else "time_padding", time_padding, allowed)
         self._spatial_padding = normalize_spatial_paddings(owner, spatial_padding, n - 1, allowed) if n > 1 else ()
@@ -176,37 +228,78 @@ class _ConvBase(SequenceLayer):
         # Time-axis arithmetic, fixed for the layer's life (read on every call).
         self._k, self._s, self._d = self.kernel_size[0], self.stride[0], self.dilation[0]
         self._ek = P.effective_kernel_size(self._k, self._d)
-        self._use_bias = bool(bias)
         # The unbound constraint (no tensors) is not a submodule; _make_parameters binds a copy.
         object.__setattr__(self, "_constraint_spec", constraint)
-        self._make_parameters(self.in_channels, device, dtype)
+        # Every parameter starts uninitialised (device and dtype only) and is created by
+        # _make_parameters: now when in_channels is given, else at the first call.
+        self.weight = _uninitialized(device, dtype)
+        if bias:
+            self.bias = _uninitialized(device, dtype)
+        else:
+            self.register_parameter("bias", None)
+        if self.use_weight_norm:
+            self.weight_scale = _uninitialized(device, dtype)
+        else:
+            self.register_parameter("weight_scale", None)
+        self.kernel_constraint = None
+        if self.in_channels is None:
+            self._register_load_state_dict_pre_hook(_build_from_state_dict, with_module=True)
+        else:
+            self._make_parameters(self.in_channels)
 
     # -- parameters ---------------------------------------------------------------------
     def _weight_shape(self, in_channels: int) -> tuple[int, ...]:
+        assert self.out_channels is not None and self.groups is not None
         if self._transposed:
             return (in_channels, self.out_channels // self.groups, *self.kernel_size)
         return (self.out_channels, in_channels // self.groups, *self.kernel_size)
 
-    def _make_parameters(self, in_channels: int, device: Any, dtype: Any) -> None:
-        """Every parameter, for ``in_channels`` (the input size: created in this one place)."""
+    def _input_size(self, input_shape: tuple[int, ...]) -> int:
+        """``in_channels`` from the input channel shape (at the first call of a lazy layer)."""
+        self._check_rank(input_shape)
+        size = input_shape[-1]
+        if size < 1:
+            raise ValueError(
+                f"{type(self).__name__} expected at least 1 input channel; got channel shape {input_shape}."
+            )
+        if not self._depthwise and size % self.groups:
+            raise ValueError(
+                f"{type(self).__name__}: groups={self.groups} must divide in_channels; got {size} input channels "
+                f"(channel shape {input_shape})."
+            )
+        return size
+
+    def _size_from_checkpoint(self, weight: torch.Tensor) -> int:
+        """``in_channels`` from a checkpoint's ``weight`` (a state dict loaded before the first call)."""
+        if self._transposed:
+            return int(weight.shape[0])
+        if self._depthwise:
+            return int(weight.shape[0]) // self.depth_multiplier
+        return int(weight.shape[1]) * int(self.groups or 1)
+
+    def _make_parameters(self, size: int) -> None:
+        """Every parameter, for ``size`` input channels (created in this one place, from the
+        uninitialised parameters' device and dtype)."""
+        if self._depthwise:
+            self.groups = size
+            self.out_channels = size * self.depth_multiplier
+        out = self.out_channels
+        assert out is not None
+        self.weight.materialize(self._weight_shape(size))
+        if self.bias is not None:
+            self.bias.materialize((out,))
+        if self.weight_scale is not None:
+            self.weight_scale.materialize((out,))
         constraint = self._constraint_spec
-        self.weight = torch.nn.Parameter(torch.empty(self._weight_shape(in_channels), device=device, dtype=dtype))
-        if self._use_bias:
-            self.bias = torch.nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        if self.use_weight_norm:
-            self.weight_scale = torch.nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype))
-        else:
-            self.register_parameter("weight_scale", None)
-        self.kernel_constraint = (
-            constraint.bind(self.out_channels, device=device, dtype=dtype) if constraint is not None else None
-        )
+        if constraint is not None:
+            self.kernel_constraint = constraint.bind(out, device=self.weight.device, dtype=self.weight.dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Reference initialisers: lecun_normal kernel (fan-in ``prod(kernel_size) * in / groups``), zero
         bias; the weight-norm scale starts at the filter norms so the initial kernel is unchanged."""
+        if self.in_channels is None or self.groups is None:
+            return  # created at the first call
         fan_in = math.prod(self.kernel_size) * (self.in_channels // self.groups)
         lecun_normal_(self.weight, fan_in)
         if self.bias is not None:
@@ -260,19 +353,24 @@ class _ConvBase(SequenceLayer):
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
         return promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype, owner=type(self).__name__)
 
-    def _check_channels(self, input_shape: tuple[int, ...]) -> None:
+    def _check_rank(self, input_shape: tuple[int, ...]) -> None:
         n = self._rank
-        if len(input_shape) != n or input_shape[-1] != self.in_channels:
+        if len(input_shape) != n:
             spatial = ("height", "width")[: n - 1]
-            expected = (*spatial, f"in_channels={self.in_channels}")
-            what = (
-                f"{self.in_channels} input channels (last axis)"
-                if len(input_shape) == n
-                else f"an input of rank {n + 2} ([batch, time, {', '.join(expected)}])"
-            )
+            channels = "in_channels" if self.in_channels is None else f"in_channels={self.in_channels}"
             raise ValueError(
-                f"{type(self).__name__} expected {what}; got channel shape {tuple(input_shape)} "
+                f"{type(self).__name__} expected an input of rank {n + 2} ([batch, time, "
+                f"{', '.join((*spatial, channels))}]); got channel shape {tuple(input_shape)} "
                 f"(input shape [batch, time, {', '.join(str(d) for d in input_shape)}])."
+            )
+
+    def _check_channels(self, input_shape: tuple[int, ...]) -> None:
+        self._ensure_built(input_shape)
+        self._check_rank(input_shape)
+        if input_shape[-1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expected {self.in_channels} input channels (last axis); got channel shape "
+                f"{tuple(input_shape)} (input shape [batch, time, {', '.join(str(d) for d in input_shape)}])."
             )
 
     def _empty(self, x: Sequence) -> Sequence:
@@ -469,9 +567,9 @@ class Conv1D(_Conv):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | None = None,
         stride: int = 1,
         padding: PaddingMode | str = PaddingMode.VALID,
         dilation: int = 1,
@@ -521,8 +619,8 @@ class DepthwiseConv1D(_Conv):
 
     def __init__(
         self,
-        in_channels: int,
-        kernel_size: int,
+        in_channels: int | None = None,
+        kernel_size: int | None = None,
         stride: int = 1,
         padding: PaddingMode | str = PaddingMode.VALID,
         dilation: int = 1,
@@ -537,17 +635,17 @@ class DepthwiseConv1D(_Conv):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        in_channels = check_positive_int("DepthwiseConv1D", "in_channels", in_channels)
         self.depth_multiplier = check_positive_int("DepthwiseConv1D", "depth_multiplier", depth_multiplier)
         self._configure(
             in_channels=in_channels,
-            out_channels=in_channels * self.depth_multiplier,
+            out_channels=None,
+            depth_multiplier=self.depth_multiplier,
             kernel_size=kernel_size,
             stride=stride,
             dilation=dilation,
             time_padding=padding,
             spatial_padding=None,
-            groups=in_channels,
+            groups=None,
             bias=bias,
             activation=activation,
             compute_dtype=compute_dtype,
@@ -595,9 +693,9 @@ class Conv2D(_SpatialArgs, _Conv):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | tuple[int, int] | None = None,
         stride: int | tuple[int, int] = 1,
         time_padding: PaddingMode | str = PaddingMode.VALID,
         spatial_padding: PaddingMode | str | tuple[int, int] = PaddingMode.SAME,
@@ -642,8 +740,8 @@ class DepthwiseConv2D(_SpatialArgs, _Conv):
 
     def __init__(
         self,
-        in_channels: int,
-        kernel_size: int | tuple[int, int],
+        in_channels: int | None = None,
+        kernel_size: int | tuple[int, int] | None = None,
         stride: int | tuple[int, int] = 1,
         time_padding: PaddingMode | str = PaddingMode.VALID,
         spatial_padding: PaddingMode | str | tuple[int, int] = PaddingMode.SAME,
@@ -659,17 +757,17 @@ class DepthwiseConv2D(_SpatialArgs, _Conv):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        in_channels = check_positive_int("DepthwiseConv2D", "in_channels", in_channels)
         self.depth_multiplier = check_positive_int("DepthwiseConv2D", "depth_multiplier", depth_multiplier)
         self._configure(
             in_channels=in_channels,
-            out_channels=in_channels * self.depth_multiplier,
+            out_channels=None,
+            depth_multiplier=self.depth_multiplier,
             kernel_size=kernel_size,
             stride=stride,
             dilation=dilation,
             time_padding=time_padding,
             spatial_padding=spatial_padding,
-            groups=in_channels,
+            groups=None,
             bias=bias,
             activation=activation,
             compute_dtype=compute_dtype,
@@ -693,9 +791,9 @@ class Conv3D(_SpatialArgs, _Conv):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int, int],
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | tuple[int, int, int] | None = None,
         stride: int | tuple[int, int, int] = 1,
         time_padding: PaddingMode | str = PaddingMode.VALID,
         spatial_padding: Any = (PaddingMode.SAME, PaddingMode.SAME),
@@ -919,9 +1017,9 @@ class Conv1DTranspose(_ConvTranspose):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | None = None,
         stride: int = 1,
         padding: PaddingMode | str = PaddingMode.VALID,
         dilation: int = 1,
@@ -970,9 +1068,9 @@ class Conv2DTranspose(_SpatialArgs, _ConvTranspose):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | tuple[int, int] | None = None,
         stride: int | tuple[int, int] = 1,
         time_padding: PaddingMode | str = PaddingMode.VALID,
         spatial_padding: PaddingMode | str = PaddingMode.SAME,
@@ -1017,9 +1115,9 @@ class Conv3DTranspose(_SpatialArgs, _ConvTranspose):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int, int],
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | tuple[int, int, int] | None = None,
         stride: int | tuple[int, int, int] = 1,
         time_padding: PaddingMode | str = PaddingMode.VALID,
         spatial_padding: Any = (PaddingMode.SAME, PaddingMode.SAME),

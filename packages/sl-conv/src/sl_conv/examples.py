@@ -226,5 +226,39 @@ def _normalization() -> list[LayerExample]:
     ]
 
 
+def _lazy() -> list[LayerExample]:
+    """Input sizes omitted (``sl.lazy``): the shared suite's first call builds each layer (so its
+    biases and scales keep their initial values: nothing to randomise before that call)."""
+    return [
+        LayerExample(C.Conv1D(out_channels=4, kernel_size=3, padding="causal"), (3,), name="Conv1D(lazy, k3, causal)"),
+        LayerExample(
+            C.DepthwiseConv1D(kernel_size=3, stride=2, padding="causal", depth_multiplier=2, use_weight_norm=True),
+            (3,),
+            name="DepthwiseConv1D(lazy, k3, s2, causal, x2, weight norm)",
+            random_mask=True,
+        ),
+        LayerExample(
+            C.Conv2D(out_channels=4, kernel_size=(3, 2), stride=(2, 1), time_padding="causal", groups=2),
+            (3, 4),
+            name="Conv2D(lazy, k(3,2), s(2,1), causal, groups 2)",
+        ),
+        LayerExample(
+            C.Conv1DTranspose(out_channels=3, kernel_size=4, stride=2, padding="causal", kernel_constraint="l2"),
+            (2,),
+            name="Conv1DTranspose(lazy, k4, s2, causal, l2 norm)",
+        ),
+        LayerExample(N.LayerNormalization(), (4,), name="LayerNormalization(lazy)", random_mask=True),
+        LayerExample(N.LayerNormalization(axis=(-2, -1)), (3, 2), name="LayerNormalization(lazy, 2 axes)"),
+        LayerExample(N.RMSNormalization(), (4,), name="RMSNormalization(lazy)"),
+        LayerExample(N.BatchNormalization(axis=2), (3, 2), name="BatchNormalization(lazy, axis 2, eval)"),
+        LayerExample(
+            N.GroupNormalization(2, cumulative=True),
+            (4,),
+            name="GroupNormalization(2, lazy, cumulative)",
+            random_mask=True,
+        ),
+    ]
+
+
 def example_layers() -> list[LayerExample]:
-    return [*_convolutions(), *_pooling(), *_normalization()]
+    return [*_convolutions(), *_pooling(), *_normalization(), *_lazy()]

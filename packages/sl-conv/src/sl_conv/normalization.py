@@ -17,6 +17,17 @@ Layers (all keep the input dtype, as in the reference):
   ``cumulative=True`` over the valid timesteps up to each step (causal and steppable;
   the state holds running sums). Parameters ``weight``/``bias`` of ``num_channels``.
 
+Sizes inferred at the first call (``sl.lazy``, like ``torch.nn.LazyBatchNorm1d``): omit
+``normalized_shape`` (``sl.LayerNorm()``, ``sl.RMSNorm(axis=-2)``), ``num_features``
+(``sl.BatchNorm()``) or ``num_channels`` (``sl.GroupNorm(4)``; ``num_groups`` stays
+first, torch's order) and the first call (``layer``, ``step``, ``get_initial_state`` or
+``get_output_spec``) reads it from the normalized axis (axes); the config then records
+it (an int for an int ``axis``, a tuple for a tuple of axes) and a state dict loaded
+before the first call builds the layer from ``weight`` (``running_mean`` for BatchNorm).
+Until then parameters are ``torch.nn.UninitializedParameter`` and BatchNorm's running
+statistics empty buffers (``.to()`` moves both). A layer without parameters
+(``elementwise_affine=False``, ``affine=False``) learns its size at the first call only.
+
 Shared rules, as in the reference: axes are channel axes (never batch or time); the
 statistics are computed in at least float32 (``reductions_in_at_least_fp32`` for
 LayerNorm/RMSNorm, always for the others) and the result is cast back to the input
@@ -50,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from sl.layer import PreservesShape, PreservesType, SequenceLayer, Stateless, StatelessPointwise
+from sl.lazy import LazyInputSize
 from sl.toolkit import check_positive_int, layer_device, track_device
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 
@@ -114,6 +126,34 @@ def _zero_grad_where(x: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, x.detach(), x)
 
 
+def _uninitialized(device: Any, dtype: Any) -> Any:
+    return torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
+
+
+class _LazyNorm(LazyInputSize):
+    """A normalization whose size may wait for the first call (``sl.lazy``): parameters and
+    statistics start uninitialised and ``_make_parameters(size)`` creates them."""
+
+    def _size_from_checkpoint(self, tensor: torch.Tensor) -> Any:
+        return int(tensor.shape[0])
+
+    def _register_lazy_loading(self) -> None:
+        module: Any = self
+        module._register_load_state_dict_pre_hook(_build_from_state_dict, with_module=True)
+
+
+def _build_from_state_dict(module: Any, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+    """A lazy normalization loading a state dict before its first call takes its size from it."""
+    tensor = state_dict.get(prefix + module.lazy_state_key)
+    if (
+        isinstance(tensor, torch.Tensor)
+        and tensor.dim() >= 1
+        and tensor.numel() > 0  # an unbuilt layer's checkpoint builds nothing
+        and getattr(module, module.lazy_input_arg) is None
+    ):
+        module._build(module._size_from_checkpoint(tensor))
+
+
 # -------------------------------------------------------------------------- pointwise norms
 class L2Normalize(PreservesType, StatelessPointwise):
     """``x * rsqrt(sum(x^2, axis) + eps)`` over channel ``axis`` (an int or a tuple), in at least float32."""
@@ -134,12 +174,14 @@ class L2Normalize(PreservesType, StatelessPointwise):
         return Sequence._trusted(y.to(v.dtype), x.mask)
 
 
-class _AffineNorm(PreservesType, StatelessPointwise):
+class _AffineNorm(_LazyNorm, PreservesType, StatelessPointwise):
     """Shared by LayerNormalization and RMSNormalization: axes, parameters, dtype handling."""
 
     _name: ClassVar[str]
-    weight: torch.nn.Parameter | None
-    bias: torch.nn.Parameter | None
+    lazy_input_arg = "normalized_shape"
+    normalized_shape: tuple[int, ...]  # None until a lazy layer sees its input (typed as built)
+    weight: Any
+    bias: Any
 
     def _setup(
         self,
@@ -154,39 +196,78 @@ class _AffineNorm(PreservesType, StatelessPointwise):
         dtype: Any,
     ) -> None:
         owner = self._name
-        if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(check_positive_int(owner, "normalized_shape", d) for d in tuple(normalized_shape))
         self.axis = _axes_spec(owner, axis)
-        n_axes = 1 if isinstance(self.axis, int) else len(set(self.axis))
-        if n_axes != len(self.normalized_shape):
-            raise ValueError(
-                f"{owner}: normalized_shape {self.normalized_shape} must give one size per normalized axis "
-                f"(axis={self.axis!r}: {n_axes} axes)."
-            )
         self.eps = float(eps)
         self.elementwise_affine = bool(elementwise_affine)
         self.reductions_in_at_least_fp32 = bool(reductions_in_at_least_fp32)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
         self._use_bias = bool(bias) and self._has_bias
-        self._make_parameters(self.normalized_shape, device, dtype)
-
-    def _make_parameters(self, normalized_shape: tuple[int, ...], device: Any, dtype: Any) -> None:
-        """The parameters for the normalized axes' sizes (the input size: created in this one place)."""
         if self.elementwise_affine:
-            self.weight = torch.nn.Parameter(torch.empty(normalized_shape, device=device, dtype=dtype))
+            self.weight = _uninitialized(device, dtype)
         else:
             self.register_parameter("weight", None)
         if self.elementwise_affine and self._use_bias:
-            self.bias = torch.nn.Parameter(torch.empty(normalized_shape, device=device, dtype=dtype))
+            self.bias = _uninitialized(device, dtype)
         else:
             self.register_parameter("bias", None)
+        if normalized_shape is None:
+            self.normalized_shape = None  # type: ignore[assignment]
+            self._register_lazy_loading()
+        else:
+            self._make_parameters(normalized_shape)
+
+    def _n_axes(self) -> int:
+        return 1 if isinstance(self.axis, int) else len(set(self.axis))
+
+    def _input_size(self, input_shape: tuple[int, ...]) -> Any:
+        """The sizes of the normalized axes (an int for a single int ``axis``, as it is written)."""
+        axes = _normalize_axes(self._name, self.axis, len(input_shape) + 2)
+        sizes = tuple(input_shape[a - 2] for a in axes)
+        return sizes[0] if isinstance(self.axis, int) else sizes
+
+    def _size_from_checkpoint(self, tensor: torch.Tensor) -> Any:
+        return int(tensor.shape[0]) if isinstance(self.axis, int) else tuple(tensor.shape)
+
+    def _make_parameters(self, size: Any) -> None:
+        """The parameters for the normalized axes' sizes (the input size: created in this one place)."""
+        owner = self._name
+        shape = (size,) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
+        self.normalized_shape = tuple(check_positive_int(owner, "normalized_shape", d) for d in shape)
+        if self._n_axes() != len(self.normalized_shape):
+            raise ValueError(
+                f"{owner}: normalized_shape {self.normalized_shape} must give one size per normalized axis "
+                f"(axis={self.axis!r}: {self._n_axes()} axes)."
+            )
+        if self.weight is not None:
+            self.weight.materialize(self.normalized_shape)
+        if self.bias is not None:
+            self.bias.materialize(self.normalized_shape)
         self.reset_parameters()
+
+    def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
+        input_shape = tuple(input_shape)
+        self._ensure_built(input_shape)
+        axes = _normalize_axes(self._name, self.axis, len(input_shape) + 2)
+        sizes = tuple(input_shape[a - 2] for a in axes)
+        if sizes != self.normalized_shape:
+            raise ValueError(
+                f"{self._name} expected sizes {self.normalized_shape} on channel axes {axes} of the input "
+                f"[batch, time, *channels]; got channel shape {input_shape} (sizes {sizes} there)."
+            )
+        return input_shape
+
+    def get_initial_state(
+        self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
+    ) -> State:
+        self._ensure_built(tuple(input_spec.shape))
+        return ()
 
     _has_bias: ClassVar[bool] = True
 
     def reset_parameters(self) -> None:
         """Reference initialisers: ones for the scale (``weight``), zeros for the bias."""
+        if self.normalized_shape is None:
+            return  # created at the first call
         if self.weight is not None:
             torch.nn.init.ones_(self.weight)
         if self.bias is not None:
@@ -196,6 +277,7 @@ class _AffineNorm(PreservesType, StatelessPointwise):
         """Values with the normalized axes last (and whether they were moved)."""
         v = x.values
         rank = v.dim()
+        self._ensure_built(x.channel_shape)
         axes = _normalize_axes(self._name, self.axis, rank)
         sizes = tuple(v.shape[a] for a in axes)
         if sizes != self.normalized_shape:
@@ -263,7 +345,7 @@ class LayerNormalization(_AffineNorm):
 
     def __init__(
         self,
-        normalized_shape: int | tuple[int, ...] | list[int],
+        normalized_shape: int | tuple[int, ...] | list[int] | None = None,
         axis: int | tuple[int, ...] | list[int] = -1,
         eps: float = 1e-6,
         elementwise_affine: bool = True,
@@ -307,7 +389,7 @@ class RMSNormalization(_AffineNorm):
 
     def __init__(
         self,
-        normalized_shape: int | tuple[int, ...] | list[int],
+        normalized_shape: int | tuple[int, ...] | list[int] | None = None,
         axis: int | tuple[int, ...] | list[int] = -1,
         eps: float = 1e-6,
         elementwise_affine: bool = True,
@@ -340,7 +422,7 @@ class RMSNormalization(_AffineNorm):
 
 
 # -------------------------------------------------------------------------- batch norm
-class BatchNormalization(PreservesShape, PreservesType, Stateless):
+class BatchNormalization(_LazyNorm, PreservesShape, PreservesType, Stateless):
     """Batch normalization of channel ``axis`` over the batch's *valid* timesteps.
 
     Training (``layer`` with ``training=True``): per-feature mean and variance over every
@@ -359,13 +441,18 @@ class BatchNormalization(PreservesShape, PreservesType, Stateless):
     ``weight`` and ``bias``; ``bias=False`` the bias only. Default ``eps=1e-3``.
     """
 
-    running_mean: torch.Tensor
-    running_var: torch.Tensor
+    lazy_input_arg = "num_features"
+    lazy_state_key = "running_mean"
+    num_features: int | None
+    weight: Any
+    bias: Any
+    running_mean: Any
+    running_var: Any
     num_batches_tracked: torch.Tensor
 
     def __init__(
         self,
-        num_features: int,
+        num_features: int | None = None,
         axis: int = -1,
         eps: float = 1e-3,
         momentum: float = 0.01,
@@ -378,7 +465,6 @@ class BatchNormalization(PreservesShape, PreservesType, Stateless):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.num_features = check_positive_int("BatchNormalization", "num_features", num_features)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"BatchNormalization expects a single int axis; got {axis!r}.")
         self.axis = axis
@@ -393,42 +479,76 @@ class BatchNormalization(PreservesShape, PreservesType, Stateless):
         self.use_fast_variance = bool(use_fast_variance)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
         self._use_bias = bool(bias)
-        self._make_parameters(self.num_features, device, dtype)
-
-    def _make_parameters(self, num_features: int, device: Any, dtype: Any) -> None:
-        n = num_features
         if self.affine:
-            self.weight = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
+            self.weight = _uninitialized(device, dtype)
         else:
             self.register_parameter("weight", None)
         if self.affine and self._use_bias:
-            self.bias = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
+            self.bias = _uninitialized(device, dtype)
         else:
             self.register_parameter("bias", None)
+        # Empty until the size is known (not torch's UninitializedBuffer, which cannot be deep-copied);
+        # .to() moves them, so _make_parameters creates the statistics on their device and dtype.
         stats_dtype = _at_least_fp32(dtype or torch.get_default_dtype())
-        self.register_buffer("running_mean", torch.zeros(n, device=device, dtype=stats_dtype))
-        self.register_buffer("running_var", torch.ones(n, device=device, dtype=stats_dtype))
+        for name in ("running_mean", "running_var"):
+            self.register_buffer(name, torch.empty(0, device=device, dtype=stats_dtype))
         self.register_buffer("num_batches_tracked", torch.zeros((), device=device, dtype=torch.long))
+        if num_features is None:
+            self.num_features = None
+            self._register_lazy_loading()
+        else:
+            self.num_features = check_positive_int("BatchNormalization", "num_features", num_features)
+            self._make_parameters(self.num_features)
+
+    def _input_size(self, input_shape: tuple[int, ...]) -> int:
+        (axis,) = _normalize_axes("BatchNormalization", self.axis, len(input_shape) + 2)
+        return input_shape[axis - 2]
+
+    def _make_parameters(self, size: int) -> None:
+        """Parameters and running statistics for ``size`` features (created in this one place)."""
+        for tensor in (self.weight, self.bias):
+            if tensor is not None:
+                tensor.materialize((size,))
+        like = self.running_mean
+        self.running_mean = torch.zeros(size, device=like.device, dtype=like.dtype)
+        self.running_var = torch.ones(size, device=like.device, dtype=like.dtype)
         self.reset_parameters()
+
+    def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
+        input_shape = tuple(input_shape)
+        self._check_features(input_shape)
+        return input_shape
+
+    def get_initial_state(
+        self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
+    ) -> State:
+        self._ensure_built(tuple(input_spec.shape))
+        return ()
 
     def reset_parameters(self) -> None:
         """Ones/zeros for weight/bias, zero mean and unit variance."""
+        self.num_batches_tracked.zero_()
+        if self.num_features is None:
+            return  # created at the first call
         if self.weight is not None:
             torch.nn.init.ones_(self.weight)
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
         self.running_mean.zero_()
         self.running_var.fill_(1.0)
-        self.num_batches_tracked.zero_()
 
-    def _axis(self, x: Sequence) -> int:
-        (axis,) = _normalize_axes("BatchNormalization", self.axis, x.values.dim())
-        if x.values.shape[axis] != self.num_features:
+    def _check_features(self, channel_shape: tuple[int, ...]) -> int:
+        self._ensure_built(channel_shape)
+        (axis,) = _normalize_axes("BatchNormalization", self.axis, len(channel_shape) + 2)
+        if channel_shape[axis - 2] != self.num_features:
             raise ValueError(
                 f"BatchNormalization expected {self.num_features} features on channel axis {axis} of the input "
-                f"[batch, time, *channels]; got channel shape {x.channel_shape}."
+                f"[batch, time, *channels]; got channel shape {channel_shape}."
             )
         return axis
+
+    def _axis(self, x: Sequence) -> int:
+        return self._check_features(x.channel_shape)
 
     def _batch_statistics(self, x: Sequence, axis: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         v = x.values.to(_at_least_fp32(x.values.dtype))
@@ -485,7 +605,7 @@ class BatchNormalization(PreservesShape, PreservesType, Stateless):
 
 
 # -------------------------------------------------------------------------- group norm
-class GroupNormalization(PreservesShape, PreservesType, SequenceLayer):
+class GroupNormalization(_LazyNorm, PreservesShape, PreservesType, SequenceLayer):
     """Group normalization (arXiv:1803.08494) of channel ``axis`` split into ``num_groups``.
 
     Statistics are per batch row and group, over the group's channels, every other
@@ -507,10 +627,15 @@ class GroupNormalization(PreservesShape, PreservesType, SequenceLayer):
     squared deviations, per batch row and group.
     """
 
+    lazy_input_arg = "num_channels"
+    num_channels: int | None
+    weight: Any
+    bias: Any
+
     def __init__(
         self,
         num_groups: int,
-        num_channels: int,
+        num_channels: int | None = None,
         axis: int = -1,
         eps: float = 1e-6,
         affine: bool = True,
@@ -524,11 +649,6 @@ class GroupNormalization(PreservesShape, PreservesType, SequenceLayer):
         super().__init__()
         owner = "GroupNormalization"
         self.num_groups = check_positive_int(owner, "num_groups", num_groups)
-        self.num_channels = check_positive_int(owner, "num_channels", num_channels)
-        if self.num_channels % self.num_groups:
-            raise ValueError(
-                f"{owner}: num_channels={self.num_channels} must be divisible by num_groups={self.num_groups}."
-            )
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"{owner} expects a single int axis; got {axis!r}.")
         self.axis = axis
@@ -537,23 +657,49 @@ class GroupNormalization(PreservesShape, PreservesType, SequenceLayer):
         self.cumulative = bool(cumulative)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
         self._use_bias = bool(bias)
-        self._make_parameters(self.num_channels, device, dtype)
-
-    def _make_parameters(self, num_channels: int, device: Any, dtype: Any) -> None:
-        n = num_channels
         if self.affine:
-            self.weight = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
+            self.weight = _uninitialized(device, dtype)
         else:
             self.register_parameter("weight", None)
+            track_device(self)
         if self.affine and self._use_bias:
-            self.bias = torch.nn.Parameter(torch.empty(n, device=device, dtype=dtype))
+            self.bias = _uninitialized(device, dtype)
         else:
             self.register_parameter("bias", None)
-        if not self.affine:
-            track_device(self)
+        if num_channels is None:
+            self.num_channels = None
+            self._register_lazy_loading()
+        else:
+            self.num_channels = self._check_channel_count(check_positive_int(owner, "num_channels", num_channels))
+            self._make_parameters(self.num_channels)
+
+    def _check_channel_count(self, n: int, channel_shape: tuple[int, ...] | None = None) -> int:
+        if n % self.num_groups:
+            where = "" if channel_shape is None else f" (input channel shape {channel_shape})"
+            raise ValueError(
+                f"GroupNormalization: num_channels={n} must be divisible by num_groups={self.num_groups}{where}."
+            )
+        return n
+
+    def _input_size(self, input_shape: tuple[int, ...]) -> int:
+        (axis,) = _normalize_axes("GroupNormalization", self.axis, len(input_shape) + 2)
+        return self._check_channel_count(input_shape[axis - 2], input_shape)
+
+    def _make_parameters(self, size: int) -> None:
+        """``weight``/``bias`` for ``size`` channels (created in this one place)."""
+        for tensor in (self.weight, self.bias):
+            if tensor is not None:
+                tensor.materialize((size,))
         self.reset_parameters()
 
+    def get_output_shape(self, input_shape: tuple[int, ...], *, constants: Constants | None = None) -> tuple[int, ...]:
+        input_shape = tuple(input_shape)
+        self._axis(input_shape)
+        return input_shape
+
     def reset_parameters(self) -> None:
+        if self.num_channels is None:
+            return  # created at the first call
         if self.weight is not None:
             torch.nn.init.ones_(self.weight)
         if self.bias is not None:
@@ -568,6 +714,7 @@ class GroupNormalization(PreservesShape, PreservesType, SequenceLayer):
         return {0: (-math.inf, 0 if self.cumulative else math.inf)}
 
     def _axis(self, channel_shape: tuple[int, ...]) -> int:
+        self._ensure_built(channel_shape)
         (axis,) = _normalize_axes("GroupNormalization", self.axis, len(channel_shape) + 2)
         if channel_shape[axis - 2] != self.num_channels:
             raise ValueError(
