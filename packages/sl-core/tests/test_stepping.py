@@ -182,3 +182,16 @@ def test_streaming_runs_without_grad_unless_asked():
             t.requires_grad for t in torch.utils._pytree.tree_leaves(streamer.state) if isinstance(t, torch.Tensor)
         )
     assert sl.Streamer(layer, 2, x.channel_spec, grad=True).push(x).values.requires_grad
+
+
+def test_stream_only_some_constants():
+    # A whole-sequence conditioning ("c") beside a time-synchronous one ("s"): only "s" is cut.
+    layer = sl.Serial(sl.Conditioning("c", "identity", "add"), sl.Conditioning("s", "identity", "add", streaming=True))
+    x = random_sequence(2, 6, 3)
+    constants = {"c": random_sequence(2, 6, 3), "s": random_sequence(2, 6, 3)}
+    y = layer.layer(x, constants=constants)
+    y_step, _ = sl.step_by_step(layer, x, constants=constants, stream_constants=["s"])
+    assert_sequences_close(y, y_step, rtol=1e-6, atol=1e-6)
+    sl.testing.verify_contract(layer, x, constants=constants, stream_constants=["s"], pad_constants=True)
+    with pytest.raises(ValueError, match=r"stream_constants names constants that were not given: \['t'\]"):
+        sl.step_by_step(layer, x, constants=constants, stream_constants=["t"])

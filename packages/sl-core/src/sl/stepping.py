@@ -12,6 +12,7 @@ stream, ``torch.inference_mode()`` around the loop is faster still.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -21,6 +22,22 @@ from sl.layer import SequenceLayer, coerce_spec
 from sl.types import ChannelSpec, Constants, Emits, Sequence, State
 
 __all__ = ["Streamer", "concatenate_emits", "run_steps", "step_by_step"]
+
+
+def streamed_keys(constants: Constants | None, stream_constants: bool | Iterable[str]) -> frozenset[str]:
+    """The constants cut into blocks with the input: every Sequence constant for ``True``, none for
+    ``False``, or the named ones (a layer may take a whole source and a time-synchronous side input)."""
+    if not constants or stream_constants is False:
+        return frozenset()
+    if stream_constants is True:
+        return frozenset(k for k, v in constants.items() if isinstance(v, Sequence))
+    names = frozenset(stream_constants)
+    missing = sorted(names - set(constants))
+    if missing:
+        raise ValueError(
+            f"stream_constants names constants that were not given: {missing} (given: {sorted(constants)})."
+        )
+    return names
 
 
 def _block(x: Sequence, start: int, size: int) -> Sequence:
@@ -60,7 +77,7 @@ def run_steps(
     block: int,
     training: bool,
     constants: Constants | None = None,
-    stream_constants: bool = False,
+    stream_constants: bool | Iterable[str] = False,
     with_emits: bool = False,
 ) -> tuple[Sequence, State, Emits]:
     """The bare loop: ``layer.step`` over ``x`` in blocks of ``block`` steps (the tail padded
@@ -71,15 +88,14 @@ def run_steps(
     same blocks (for time-synchronous side inputs).
     """
     total = x.values.shape[1]
+    streamed = streamed_keys(constants, stream_constants)
     outputs: list[Sequence] = []
     emits: list[Emits] = []
     for start in range(0, total, block):
         xb = _block(x, start, block)
         step_constants = constants
-        if stream_constants and constants is not None:
-            step_constants = {
-                k: (_block(v, start, block) if isinstance(v, Sequence) else v) for k, v in constants.items()
-            }
+        if streamed and constants is not None:
+            step_constants = {k: (_block(v, start, block) if k in streamed else v) for k, v in constants.items()}
         if with_emits:
             yb, state, eb = layer.step_with_emits(xb, state, training=training, constants=step_constants)
             emits.append(eb)
@@ -102,7 +118,7 @@ def step_by_step(
     initial_state: State | None = None,
     blocks_per_step: int = 1,
     constants: Constants | None = None,
-    stream_constants: bool = False,
+    stream_constants: bool | Iterable[str] = False,
     with_emits: bool = False,
     align_latency: bool = True,
     grad: bool = False,
@@ -135,9 +151,10 @@ def step_by_step(
         t = x.values.shape[1]
         if align_latency and layer.input_latency:
             x = x.pad_time(0, layer.input_latency, valid=False)
-            if stream_constants and constants is not None:
+            streamed = streamed_keys(constants, stream_constants)
+            if streamed and constants is not None:
                 constants = {
-                    k: (v.pad_time(0, layer.input_latency, valid=False) if isinstance(v, Sequence) else v)
+                    k: (v.pad_time(0, layer.input_latency, valid=False) if k in streamed else v)
                     for k, v in constants.items()
                 }
         y, state, emits = run_steps(

@@ -34,7 +34,7 @@ import torch.utils._pytree as pytree
 
 from sl.errors import SpecMismatchError
 from sl.layer import SequenceLayer
-from sl.stepping import run_steps
+from sl.stepping import run_steps, streamed_keys
 from sl.testing.sequences import fill_invalid, garbage_value, sequences_close
 from sl.types import ChannelSpec, Constants, Sequence, State
 
@@ -74,12 +74,13 @@ def _fork_rng(seed: int) -> Iterator[None]:
         yield
 
 
-def _pad_constants(constants: Constants | None, amount: int) -> Constants | None:
+def _pad_constants(constants: Constants | None, amount: int, keys: Any = True) -> Constants | None:
     if constants is None or amount == 0:
         return constants
+    padded = streamed_keys(constants, keys)
     out = {}
     for k, v in constants.items():
-        if isinstance(v, Sequence):
+        if k in padded and isinstance(v, Sequence):
             v = fill_invalid(v.pad_time(0, amount, valid=False), garbage_value(v.dtype) if _floating(v.dtype) else 0)
         out[k] = v
     return out
@@ -122,7 +123,7 @@ def _run_step(
     x: Sequence,
     training: bool,
     constants: Constants | None,
-    stream_constants: bool,
+    stream_constants: Any,
     blocks_per_step: int,
     seed: int,
     step_fn: Callable[..., Any] | None = None,
@@ -130,7 +131,7 @@ def _run_step(
     """Flushes, steps, drops the output latency. Returns (y, initial_state, final_state)."""
     x = x.pad_time(0, layer.input_latency, valid=False)
     if stream_constants:
-        constants = _pad_constants(constants, layer.input_latency)
+        constants = _pad_constants(constants, layer.input_latency, stream_constants)
     with _fork_rng(seed):
         state0 = layer.get_initial_state(x.values.shape[0], x.channel_spec, training=training, constants=constants)
         if step_fn is None:
@@ -153,7 +154,7 @@ def _step_with_fn(
     x: Sequence,
     state: State,
     constants: Constants | None,
-    stream_constants: bool,
+    stream_constants: Any,
     step_fn: Callable[..., Any],
 ) -> tuple[Sequence, State]:
     size = layer.block_size
@@ -162,7 +163,8 @@ def _step_with_fn(
     for start in range(0, x.values.shape[1], size):
         c = constants
         if stream_constants and constants is not None:
-            c = {k: (v[:, start : start + size] if isinstance(v, Sequence) else v) for k, v in constants.items()}
+            keys = streamed_keys(constants, stream_constants)
+            c = {k: (v[:, start : start + size] if k in keys else v) for k, v in constants.items()}
         y, state = step_fn(x[:, start : start + size], state, c)
         outs.append(y)
     return Sequence.concatenate_sequences(outs), state
@@ -174,7 +176,7 @@ def _find_output_latency(
     y: Sequence,
     training: bool,
     constants: Constants | None,
-    stream_constants: bool,
+    stream_constants: Any,
     seed: int,
     rtol: float,
     atol: float,
@@ -184,7 +186,7 @@ def _find_output_latency(
     flush = layer.input_latency + max(8, 2 * layer.input_latency)
     flush += -(x.values.shape[1] + flush) % block
     xp = x.pad_time(0, flush, valid=False)
-    c = _pad_constants(constants, flush) if stream_constants else constants
+    c = _pad_constants(constants, flush, stream_constants) if stream_constants else constants
     try:
         with _fork_rng(seed):
             state0 = layer.get_initial_state(xp.values.shape[0], xp.channel_spec, training=training, constants=c)
@@ -242,13 +244,14 @@ def _check_state(layer: SequenceLayer, initial: State, final: State) -> None:
 
 
 def _check_empty_step(
-    layer: SequenceLayer, x: Sequence, training: bool, constants: Constants | None, stream_constants: bool, seed: int
+    layer: SequenceLayer, x: Sequence, training: bool, constants: Constants | None, stream_constants: Any, seed: int
 ) -> None:
     """A 0-length block is a valid step (a stream can deliver nothing): no output, same state."""
     empty = x[:, :0]
     c = constants
     if stream_constants and constants is not None:
-        c = {k: (v[:, :0] if isinstance(v, Sequence) else v) for k, v in constants.items()}
+        keys = streamed_keys(constants, stream_constants)
+        c = {k: (v[:, :0] if k in keys else v) for k, v in constants.items()}
     with _fork_rng(seed):
         state0 = layer.get_initial_state(x.values.shape[0], x.channel_spec, training=training, constants=constants)
         try:
@@ -410,7 +413,7 @@ def verify_contract(
     *,
     training: bool = False,
     constants: Constants | None = None,
-    stream_constants: bool = False,
+    stream_constants: bool | Any = False,
     rtol: float = 1e-6,
     atol: float = 1e-6,
     grad_rtol: float | None = None,
@@ -472,7 +475,9 @@ def verify_contract(
     nan_pad = garbage_value(x.dtype) if _floating(x.dtype) else 0
     x_padded = fill_invalid(x.pad_time(0, 4 * block, valid=False), nan_pad)
     padded_constants = (
-        _pad_constants(constants, 4 * block * pad_constants_ratio) if (pad_constants or stream_constants) else constants
+        _pad_constants(constants, 4 * block * pad_constants_ratio, True if pad_constants else stream_constants)
+        if (pad_constants or stream_constants)
+        else constants
     )
     if test_padding_invariance:
         y_pad = _run_layer(layer, x_padded, training, padded_constants, seed)
