@@ -98,10 +98,14 @@ def parity(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Speed against plain torch.nn (ratios from one run; not part of the default run)."""
+    """sl beside plain torch.nn and the JAX reference (``benchmarks/run.py``; not in the default run).
+
+    ``nox -s bench -- --quick`` for a smoke run; other arguments go to ``benchmarks/run.py``
+    (``--workloads``, ``--threads``, ``--markdown FILE``).
+    """
     _install_torch(session)
-    session.install(*[_pkg(p) for p in PACKAGES])
-    session.run("python", "benchmarks/bench_core.py", *session.posargs)
+    session.install("sequence-layers==0.2", f"{_pkg('sl-core')}[onnx]", *[_pkg(p) for p in PLUGINS])
+    session.run("python", "benchmarks/run.py", *session.posargs)
 
 
 @nox.session
