@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -344,3 +345,64 @@ def test_compiling_an_unbuilt_layer_says_to_run_one_call():
     layer.get_output_spec(x.channel_spec)
     compiled = torch.compile(run, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(x.values, x.mask), run(x.values, x.mask))
+
+
+def _flax_tree(shapes: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return {
+        k: _flax_tree(v, seed + i + 1) if isinstance(v, dict) else rng.normal(size=v).astype(np.float32)
+        for i, (k, v) in enumerate(shapes.items())
+    }
+
+
+@pytest.mark.parametrize(
+    "lazy, eager, variables",
+    [
+        (
+            lambda: Conv1D(out_channels=6, kernel_size=3, groups=2),
+            lambda: Conv1D(4, 6, 3, groups=2),
+            {"params": {"kernel": (3, 2, 6), "bias": (6,)}},
+        ),
+        (
+            lambda: DepthwiseConv1D(kernel_size=3, depth_multiplier=2, bias=False),
+            lambda: DepthwiseConv1D(3, 3, depth_multiplier=2, bias=False),
+            {"params": {"kernel": (3, 1, 6)}},
+        ),
+        (
+            lambda: Conv2D(out_channels=4, kernel_size=(3, 2), use_weight_norm=True),
+            lambda: Conv2D(2, 4, (3, 2), use_weight_norm=True),
+            {"params": {"kernel": (3, 2, 2, 4), "bias": (4,), "scale": (4,)}},
+        ),
+        (
+            lambda: Conv1DTranspose(out_channels=6, kernel_size=4, stride=2, groups=2),
+            lambda: Conv1DTranspose(4, 6, 4, stride=2, groups=2),
+            {"params": {"kernel": (4, 2, 6), "bias": (6,)}},
+        ),
+        (
+            lambda: LayerNormalization(axis=(2, 3)),
+            lambda: LayerNormalization((3, 2), axis=(2, 3)),
+            {"params": {"scale": (3, 2), "bias": (3, 2)}},
+        ),
+        (lambda: RMSNormalization(), lambda: RMSNormalization(5), {"params": {"scale": (5,)}}),
+        (lambda: GroupNormalization(2), lambda: GroupNormalization(2, 6), {"params": {"scale": (6,), "bias": (6,)}}),
+        (
+            lambda: BatchNormalization(),
+            lambda: BatchNormalization(5),
+            {
+                "params": {"BatchNorm_0": {"scale": (5,), "bias": (5,)}},
+                "batch_stats": {"BatchNorm_0": {"mean": (5,), "var": (5,)}},
+            },
+        ),
+    ],
+)
+def test_lazy_layers_are_built_by_load_flax_params(lazy, eager, variables):
+    from sl.interop import load_flax_params
+
+    tree = _flax_tree(variables)
+    if "batch_stats" in tree:
+        tree["batch_stats"]["BatchNorm_0"]["var"] = np.abs(tree["batch_stats"]["BatchNorm_0"]["var"])
+    reference = load_flax_params(eager(), tree)
+    layer = load_flax_params(lazy(), tree)
+    assert layer.get_config() == reference.get_config()
+    for (k, a), b in zip(layer.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)

@@ -14,16 +14,25 @@ uses them. Layouts:
 * BatchNorm: the reference's inner flax ``BatchNorm`` scope (``BatchNorm_0`` unless
   named): ``scale``/``bias`` -> ``weight``/``bias``, ``batch_stats`` ``mean``/``var`` ->
   ``running_mean``/``running_var``.
+
+A layer whose input size is still unknown (``sl.lazy``: built without ``in_channels`` /
+``normalized_shape`` / ``num_features`` / ``num_channels`` and not called yet) is built
+from the reference variables first: a convolution's ``in_channels`` from its kernel
+(``kernel.shape[-2] * groups``; a depthwise kernel ``[k, 1, in * multiplier]`` gives
+``shape[-1] / depth_multiplier``), a normalization's size from its ``scale`` (BatchNorm:
+``mean``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from sl.interop.flax import ConverterRegistry, Variables
+from sl.lazy import LazyInputSize
 from sl_conv import convolution as C
 from sl_conv import normalization as N
 
@@ -60,8 +69,29 @@ def _tensor(module: torch.nn.Module, name: str) -> torch.Tensor | None:
     return t if isinstance(t, torch.Tensor) else None
 
 
+def _build_lazy(
+    module: torch.nn.Module, variables: Variables, name: str, size: Callable[[tuple[int, ...]], Any], collection: str
+) -> None:
+    """Builds a layer still waiting for its input size from the shape of reference value ``name``."""
+    if not isinstance(module, LazyInputSize) or module.is_built or not variables.has(name, collection):
+        return
+    shape = tuple(variables.take(name, collection).shape)
+    if shape:
+        module._build(size(shape))
+
+
+def _conv_in_channels(module: C._ConvBase) -> Callable[[tuple[int, ...]], int]:
+    def size(kernel: tuple[int, ...]) -> int:
+        if module._depthwise:
+            return kernel[-1] // module.depth_multiplier
+        return kernel[-2] * module.groups if len(kernel) >= 2 else kernel[-1]
+
+    return size
+
+
 def _convert_conv(module: torch.nn.Module, variables: Variables) -> None:
     assert isinstance(module, C._ConvBase)
+    _build_lazy(module, variables, "kernel", _conv_in_channels(module), "params")
     transform = transpose_kernel_to_weight(module.groups) if module._transposed else conv_kernel_to_weight
     variables.assign(module.weight, "kernel", transform=transform, target_name="weight")
     variables.assign(module.bias, "bias")
@@ -80,6 +110,11 @@ def _convert_spectral(module: torch.nn.Module, variables: Variables) -> None:
 
 
 def _convert_affine_norm(module: torch.nn.Module, variables: Variables) -> None:
+    if isinstance(module, N._AffineNorm):
+        axis = module.axis
+        _build_lazy(module, variables, "scale", lambda s: s[0] if isinstance(axis, int) else s, "params")
+    elif isinstance(module, N.GroupNormalization):
+        _build_lazy(module, variables, "scale", lambda s: s[0], "params")
     variables.assign(_tensor(module, "weight"), "scale", target_name="weight")
     variables.assign(_tensor(module, "bias"), "bias")
 
@@ -93,6 +128,7 @@ def _convert_batch_norm(module: torch.nn.Module, variables: Variables) -> None:
         )
         return
     inner = variables.child(scopes[0])
+    _build_lazy(module, inner, "mean", lambda s: s[0], "batch_stats")
     inner.assign(_tensor(module, "weight"), "scale", target_name="weight")
     inner.assign(_tensor(module, "bias"), "bias")
     inner.assign(_tensor(module, "running_mean"), "mean", collection="batch_stats", target_name="running_mean")

@@ -559,7 +559,8 @@ class Conv1D(_Conv):
     ``semicausal_full``: ``sl.padding.output_length``); ``padding`` is a time padding mode (``"valid"``, ``"same"``, ``"causal_valid"``,
     ``"reverse_causal_valid"``, ``"causal"``, ``"reverse_causal"``, ``"semicausal"``,
     ``"semicausal_full"``). ``weight`` is ``torch.nn.Conv1d``'s ``[out, in / groups, k]``,
-    so its state dicts load.
+    so its state dicts load. ``in_channels`` may be omitted (``Conv1D(out_channels=64,
+    kernel_size=3)``): it is inferred at the first call (see the module docstring).
     """
 
     __doc__ = (__doc__ or "") + _COMMON_ARGS_DOC
@@ -612,6 +613,8 @@ class DepthwiseConv1D(_Conv):
     filters of its own (``groups = in_channels``, ``out_channels = in_channels *
     depth_multiplier``; output channel ``c * depth_multiplier + m``). ``weight`` is
     ``[in_channels * depth_multiplier, 1, kernel_size]`` as ``torch.nn.Conv1d(groups=in_channels)``.
+    ``DepthwiseConv1D(kernel_size=5, padding="causal")`` infers ``in_channels`` (so ``groups``
+    and ``out_channels``) at the first call.
     """
 
     __doc__ = (__doc__ or "") + _COMMON_ARGS_DOC

@@ -230,7 +230,6 @@ def _lazy() -> list[LayerExample]:
     """Input sizes omitted (``sl.lazy``): the shared suite's first call builds each layer (so its
     biases and scales keep their initial values: nothing to randomise before that call)."""
     return [
-        LayerExample(C.Conv1D(out_channels=4, kernel_size=3, padding="causal"), (3,), name="Conv1D(lazy, k3, causal)"),
         LayerExample(
             C.DepthwiseConv1D(kernel_size=3, stride=2, padding="causal", depth_multiplier=2, use_weight_norm=True),
             (3,),
@@ -249,7 +248,6 @@ def _lazy() -> list[LayerExample]:
         ),
         LayerExample(N.LayerNormalization(), (4,), name="LayerNormalization(lazy)", random_mask=True),
         LayerExample(N.LayerNormalization(axis=(-2, -1)), (3, 2), name="LayerNormalization(lazy, 2 axes)"),
-        LayerExample(N.RMSNormalization(), (4,), name="RMSNormalization(lazy)"),
         LayerExample(N.BatchNormalization(axis=2), (3, 2), name="BatchNormalization(lazy, axis 2, eval)"),
         LayerExample(
             N.GroupNormalization(2, cumulative=True),

@@ -338,7 +338,8 @@ class LayerNormalization(_AffineNorm):
     (they are moved last for ``F.layer_norm``). ``normalized_shape`` gives their sizes.
     ``elementwise_affine=False`` drops ``weight`` and ``bias``; ``bias=False`` drops the
     bias only (the reference's ``use_scale``/``use_bias``; a bias without a scale is not
-    offered). Default ``eps=1e-6`` as in the reference (torch uses 1e-5).
+    offered). Default ``eps=1e-6`` as in the reference (torch uses 1e-5). ``LayerNormalization()``
+    (``normalized_shape`` omitted) takes the sizes from the first call.
     """
 
     _name = "LayerNormalization"
@@ -617,7 +618,7 @@ class GroupNormalization(_LazyNorm, PreservesShape, PreservesType, SequenceLayer
     the running mean *at that step*, over the running count.
 
     Parameters ``weight``/``bias`` of ``num_channels`` (``torch.nn.GroupNorm``'s names and
-    argument order); ``affine=False`` drops both, ``bias=False`` the bias. Computed in
+    argument order; ``GroupNormalization(4)`` takes ``num_channels`` from the first call); ``affine=False`` drops both, ``bias=False`` the bias. Computed in
     at least float32, then cast to the input dtype.
 
     State (``cumulative=True``): ``(sum, count, sum_sq)``, three tensors of shape
