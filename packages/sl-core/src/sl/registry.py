@@ -37,6 +37,7 @@ import threading
 import traceback
 import types
 import warnings
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -532,7 +533,11 @@ def collect_examples(plugin: str | None = None) -> tuple[list[tuple[str, LayerEx
         if info is not None and not info.ok:
             continue
         try:
-            provided: list[Any] = list(impl.function() or ())  # type: ignore[call-overload]
+            # Seeded per plugin, on a forked RNG: an example's parameters are the same whichever
+            # tests ran (or were collected) before, and the caller's RNG stream is untouched.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(zlib.crc32(name.encode()))
+                provided: list[Any] = list(impl.function() or ())  # type: ignore[call-overload]
             bad = [ex for ex in provided if not isinstance(ex, LayerExample)]
             if bad:
                 raise TypeError(f"sl_example_layers returned {type(bad[0]).__name__}, not LayerExample")
