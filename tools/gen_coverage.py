@@ -167,6 +167,7 @@ BASES = [
     "StatelessPointwiseFunctor",
     "PreservesShape",
     "PreservesType",
+    "WrapperMixin",
 ]
 
 
@@ -241,7 +242,7 @@ def render() -> tuple[str, list[str]]:
             lines.append(f"| sl-{plugin} | {', '.join(f'`{n}`' for n in sorted(extra[plugin]))} |")
     lines.append("")
     lines += [
-        "## types.py base classes and mixins (sl-core)",
+        "## Base classes and mixins (sl-core)",
         "",
         "Not layers themselves; what layer authors subclass.",
         "",

@@ -309,7 +309,7 @@ class _AffineNorm(_LazyNorm, PreservesType, StatelessPointwise):
         dtype = v.dtype
         dims = tuple(range(v.dim() - len(axes), v.dim()))
         compute_dtype = _at_least_fp32(dtype) if self.reductions_in_at_least_fp32 else dtype
-        compute = v.to(compute_dtype)
+        compute = v if v.dtype == compute_dtype else v.to(compute_dtype)
         if torch.is_grad_enabled() and compute.requires_grad:
             with torch.no_grad():
                 zero = self._zero_statistic(compute, dims)

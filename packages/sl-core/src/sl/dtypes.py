@@ -18,7 +18,8 @@ def promoted_dtype(
     if compute_dtype is not None:
         dtype = compute_dtype
     else:
-        dtype = torch.promote_types(input_dtype, param_dtype)
+        # Equal dtypes (the streaming common case) skip torch.promote_types, a dispatched op.
+        dtype = input_dtype if input_dtype == param_dtype else torch.promote_types(input_dtype, param_dtype)
         if not (dtype.is_floating_point or dtype.is_complex):
             dtype = torch.promote_types(dtype, torch.float32)
     if not (dtype.is_floating_point or dtype.is_complex):

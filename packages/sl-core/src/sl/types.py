@@ -286,7 +286,9 @@ class Sequence:
         """Replaces invalid timesteps with zero (returning a MaskedSequence) or ``mask_value``."""
         mask = self.expanded_mask()
         if mask_value is None:
-            zero = torch.zeros((), dtype=self.values.dtype, device=self.values.device)
+            # A Python scalar keeps the values' dtype (bool needs False: 0 would promote it to int64)
+            # and saves allocating a zero tensor on every call.
+            zero = False if self.values.dtype == torch.bool else 0
             return MaskedSequence._trusted(torch.where(mask, self.values, zero), self.mask)
         fill = torch.full((), mask_value, dtype=self.values.dtype, device=self.values.device)
         return Sequence._trusted(torch.where(mask, self.values, fill), self.mask)
