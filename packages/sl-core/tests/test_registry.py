@@ -309,6 +309,29 @@ def test_examples_filter_and_failed_example_hook():
     assert not result.ok and "no examples" in result.error
 
 
+def test_examples_are_built_on_a_seeded_rng_whatever_ran_before():
+    """An example's parameters must not depend on the global RNG at collection time (which
+    depends on the test modules collected before it), and building them leaves it untouched."""
+
+    def built(seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        torch.manual_seed(seed)
+        params = [
+            p.detach().clone()
+            for _, ex in registry.examples("core")
+            for p in ex.layer.parameters()
+            if not isinstance(p, torch.nn.parameter.UninitializedParameter)  # lazy: built at the first call
+        ]
+        return params, torch.rand(3)
+
+    first, after_first = built(1)
+    second, after_second = built(2)
+    assert first and len(first) == len(second)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    torch.manual_seed(2)
+    assert torch.equal(after_second, torch.rand(3)), "building the examples consumed the caller's RNG"
+    assert not torch.equal(after_first, after_second)
+
+
 def test_every_registered_layer_resolves():
     for qualified, cls in registry.all_layers().items():
         assert registry.get(qualified) is cls
