@@ -6,7 +6,10 @@ same configuration, draws N(0, 1) reference parameters, loads them into ours wit
 exactly, values on valid steps with float32 rtol/atol 1e-5 unless the case says why it
 needs more) plus block_size, output_ratio, input/output latency and receptive field.
 
-    python parity/run_parity.py --output docs/parity.md [-k SUBSTRING]
+    python parity/run_parity.py --output docs/parity.md [-k SUBSTRING] [-j JOBS]
+
+The configurations run in ``JOBS`` worker processes (default 2: the CI machine's cores), each
+on one thread; the report is the same whatever the split (every configuration has its own seed).
 
 Exits non-zero if any case disagrees without a documented known difference. An error in
 one case is recorded as a failing row and does not stop the others.
@@ -428,18 +431,10 @@ def _version(dist: str) -> str:
         return "?"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="docs/parity.md", help="Markdown report to write.")
-    parser.add_argument("-k", dest="select", default=None, help="Only layers whose name contains this substring.")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-
-    import torch
-
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    rows: list[tuple[LayerCase, list[Result]]] = []
+def _collect(select: str | None) -> tuple[list[tuple[LayerCase, list[Result] | None]], dict[str, str]]:
+    """Every layer case in report order: ``(case, None)`` to run, or ``(case, [error])`` when its
+    module or ``cases()`` failed; and the layers without a reference counterpart."""
+    rows: list[tuple[LayerCase, list[Result] | None]] = []
     no_reference: dict[str, str] = {}
     for mod_name, module in load_case_modules():
         if isinstance(module, Exception):
@@ -453,24 +448,110 @@ def main(argv: list[str] | None = None) -> int:
             bad = LayerCase(mod_name, [], group=mod_name)
             rows.append((bad, [Result("cases()", "error", detail=f"{type(exc).__name__}: {exc}")]))
             continue
-        for case in cases:
-            if args.select and args.select.lower() not in case.name.lower():
+        rows.extend((case, None) for case in cases if not select or select.lower() in case.name.lower())
+    return rows, no_reference
+
+
+def _run_one(case: LayerCase, i: int, verbose: bool) -> Result:
+    cfg = case.configs[i]
+    seed = zlib.crc32(f"{case.name}/{cfg.label}/{i}".encode()) % (2**31)
+    r = run_config(case, cfg, seed)
+    if verbose or r.status in ("fail", "error"):
+        print(f"{case.name:28s} {cfg.label:40s} {r.status:10s} {r.seconds:5.1f}s {r.detail[:300]}", flush=True)
+    return r
+
+
+def _work_items(rows: list[tuple[LayerCase, list[Result] | None]]) -> list[tuple[int, int]]:
+    return [(row, i) for row, (case, done) in enumerate(rows) if done is None for i in range(len(case.configs))]
+
+
+def _worker(shard: int, shards: int, select: str | None, out: str, verbose: bool) -> int:
+    """Runs every ``shards``-th configuration (from ``shard``) and writes the results as JSON."""
+    import json
+
+    import torch
+
+    torch.set_num_threads(1)
+    rows, _ = _collect(select)
+    results = []
+    for n, (row, i) in enumerate(_work_items(rows)):
+        if n % shards == shard:
+            results.append({"row": row, "config": i, **dataclasses.asdict(_run_one(rows[row][0], i, verbose))})
+    Path(out).write_text(json.dumps(results))
+    return 0
+
+
+def _run_parallel(
+    rows: list[tuple[LayerCase, list[Result] | None]], jobs: int, select: str | None, verbose: bool
+) -> dict[tuple[int, int], Result]:
+    """The configurations split over ``jobs`` processes (one thread each: the machine's cores)."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sl-parity-") as tmp:
+        outs = [os.path.join(tmp, f"shard{k}.json") for k in range(jobs)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = []
+        for k in range(jobs):
+            cmd = [sys.executable, __file__, "--_worker", str(k), str(jobs), outs[k]]
+            cmd += (["-k", select] if select else []) + (["-v"] if verbose else [])
+            procs.append(subprocess.Popen(cmd, env=env))
+        codes = [p.wait() for p in procs]
+        done: dict[tuple[int, int], Result] = {}
+        for k, (code, out) in enumerate(zip(codes, outs)):
+            if code or not os.path.exists(out):
+                print(f"parity worker {k} exited with {code}", file=sys.stderr, flush=True)
                 continue
-            results = []
-            for i, cfg in enumerate(case.configs):
-                seed = zlib.crc32(f"{case.name}/{cfg.label}/{i}".encode()) % (2**31)
-                r = run_config(case, cfg, seed)
-                results.append(r)
-                if args.verbose or r.status in ("fail", "error"):
-                    print(
-                        f"{case.name:28s} {cfg.label:40s} {r.status:10s} {r.seconds:5.1f}s {r.detail[:300]}", flush=True
-                    )
-            rows.append((case, results))
-            print(f"{case.name:28s} {_layer_status(results)}", flush=True)
+            for rec in json.loads(Path(out).read_text()):
+                key = (rec.pop("row"), rec.pop("config"))
+                done[key] = Result(**rec)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="docs/parity.md", help="Markdown report to write.")
+    parser.add_argument("-k", dest="select", default=None, help="Only layers whose name contains this substring.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="Processes to run the configurations in (default: 2, or 1 on a single core).",
+    )
+    parser.add_argument("--_worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._worker:
+        shard, shards, out = args._worker
+        return _worker(int(shard), int(shards), args.select, out, args.verbose)
+
+    import torch
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    rows, no_reference = _collect(args.select)
+    items = _work_items(rows)
+    if args.jobs > 1 and len(items) > 1:
+        done = _run_parallel(rows, args.jobs, args.select, args.verbose)
+    else:
+        done = {(row, i): _run_one(rows[row][0], i, args.verbose) for row, i in items}
+    report: list[tuple[LayerCase, list[Result]]] = []
+    for row, (case, results) in enumerate(rows):
+        if results is None:
+            lost = Result("(worker)", "error", detail="the parity worker running this configuration did not report")
+            results = [
+                done.get((row, i), dataclasses.replace(lost, label=cfg.label)) for i, cfg in enumerate(case.configs)
+            ]
+        report.append((case, results))
+        print(f"{case.name:28s} {_layer_status(results)}", flush=True)
     elapsed = time.perf_counter() - start
-    write_report(Path(args.output), rows, no_reference, elapsed)
-    failing = [case.name for case, results in rows if _layer_status(results) == "**FAIL**"]
-    print(f"{len(rows)} layers, {len(failing)} failing{': ' + ', '.join(failing) if failing else ''}; {elapsed:.0f} s")
+    write_report(Path(args.output), report, no_reference, elapsed)
+    failing = [case.name for case, results in report if _layer_status(results) == "**FAIL**"]
+    print(
+        f"{len(report)} layers, {len(failing)} failing{': ' + ', '.join(failing) if failing else ''}; {elapsed:.0f} s"
+    )
     return 1 if failing else 0
 
 
