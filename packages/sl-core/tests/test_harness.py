@@ -237,6 +237,22 @@ def test_each_broken_layer_passes_with_its_check_disabled():
         verify_contract(make(), x, **{**kwargs, **off[check]})
 
 
+def test_low_precision_gradients_compare_at_the_gradient_scale():
+    """A bfloat16 weight sums its gradient in bfloat16: once per call in layer mode, once per step
+    in step mode. With large gradients the two differ by a few ulps of the largest entry (here
+    5.75 on entries of a few hundred), which is rounding, not a bug; a step that detaches is
+    still caught in bfloat16."""
+    torch.manual_seed(0)
+    x = random_sequence(2, 96, 8, generator=torch.Generator().manual_seed(0))
+    x = sl.Sequence(x.values * 20, x.mask).to(torch.bfloat16)
+    low = {**tolerances(torch.bfloat16), "rtol": 0.05, "atol": 0.5, "test_receptive_field": False}
+    verify_contract(sl.Dense(8, 8).to(torch.bfloat16), x, **low)
+    small = random_sequence(3, 10, 2, random_mask=True, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ContractViolation) as excinfo:
+        verify_contract(StepDetaches(3).to(torch.bfloat16), small.to(torch.bfloat16), **low)
+    assert excinfo.value.check == "gradients"
+
+
 def test_python_int_state_message():
     with pytest.raises(ContractViolation, match="Python int"):
         verify_contract(PythonIntState(2), random_sequence(2, 4, 1))

@@ -532,8 +532,18 @@ def verify_contract(
                     continue
                 a = torch.zeros_like(b) if a is None else a  # type: ignore[arg-type]
                 b = torch.zeros_like(a) if b is None else b
+                low_precision = a.dtype in (torch.bfloat16, torch.float16, torch.complex32)
+                eps = (
+                    torch.finfo(torch.float16 if a.dtype == torch.complex32 else a.dtype).eps if low_precision else 0.0
+                )
                 a, b = _as_real(a), _as_real(b)
-                if not torch.allclose(a, b, rtol=grad_rtol, atol=grad_atol, equal_nan=False):
+                atol = grad_atol
+                if low_precision and a.numel():
+                    # A low-precision parameter sums its gradient in its own dtype, one rounding per
+                    # step in step mode against one per call in layer mode: the difference is a few
+                    # ulps of the gradient's largest entry, whatever the size of the entry compared.
+                    atol = max(atol, 4 * eps * float(a.abs().max()))
+                if not torch.allclose(a, b, rtol=grad_rtol, atol=atol, equal_nan=False):
                     err = (a - b).abs().max().item()
                     raise ContractViolation(
                         "gradients",
