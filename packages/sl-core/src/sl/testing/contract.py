@@ -434,7 +434,9 @@ def verify_contract(
     """Checks ``layer`` against the contract on input ``x``; returns the layer-wise output.
 
     ``x`` should come from :func:`sl.testing.random_sequence`. Stochastic layers are
-    run with the same RNG seed in every mode. Raises :class:`ContractViolation`.
+    run with the same RNG seed in every mode. Gradients in bfloat16/float16 also pass within
+    4 ulps of the gradient's largest entry (step mode sums them once per step, layer mode
+    once per call). Raises :class:`ContractViolation`.
     """
     if not isinstance(x, Sequence):
         raise TypeError(f"verify_contract expects an sl.Sequence input; got {type(x).__name__}.")
