@@ -5,6 +5,7 @@ import math
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import sl
 from sl import composition_rules as c
@@ -197,3 +198,17 @@ def test_time_indexed_stacks_break_without_the_shift(name, monkeypatch):
         monkeypatch.setattr(cls, "shift_initial_state", lambda self, state, latency: state)
     with pytest.raises(ContractViolation, match=r"\[(step|latency)\]"):
         _contract(TIME_INDEXED_STACKS[name]())
+
+
+def test_nested_serial_starts_from_the_latency_in_front_of_it():
+    """A chain aligned only given its incoming latency (a Delay that makes 1 + 1 divisible by the
+    stride) works nested as it does flattened: its states start from the latency in front of it."""
+    inner = sl.Serial(sl.Delay(1, delay_layer_output=False), sl.Downsample1D(2))
+    with pytest.raises(ValueError, match="not divisible"):
+        inner.get_initial_state(2, sl.ChannelSpec((3,), torch.float32))  # alone, from latency 0
+    nested = sl.Serial(sl.Delay(1, delay_layer_output=False), inner)
+    flat = sl.Serial(sl.Delay(1, delay_layer_output=False), *inner)
+    assert nested.output_latency == flat.output_latency
+    x = random_sequence(2, 12, 3, random_mask=True)
+    y = verify_contract(nested, x)
+    sl.testing.assert_sequences_close(y, verify_contract(flat, x))

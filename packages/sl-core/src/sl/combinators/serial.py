@@ -39,16 +39,30 @@ def serial_output_spec(children: list[SequenceLayer], spec: ChannelSpec, constan
 
 
 def serial_initial_state(
-    children: list[SequenceLayer], batch_size: int, spec: ChannelSpec, training: bool, constants: Constants | None
+    children: list[SequenceLayer],
+    batch_size: int,
+    spec: ChannelSpec,
+    training: bool,
+    constants: Constants | None,
+    latency: int = 0,
 ) -> tuple[State, ...]:
-    """Child states, each shifted by the step-wise latency of the children before it."""
+    """Child states, each shifted by the step-wise latency accumulated in front of it: from
+    ``latency`` (what an enclosing Serial has in front of this chain) through the children before it.
+
+    A nested Serial gets the true incoming latency rather than being computed from 0 and shifted
+    afterwards: a chain whose strided layers are aligned only given the latency in front of it
+    (``Delay(n, delay_layer_output=False)`` before a stride-2 convolution, as the Gemma 3n encoder
+    does) cannot accumulate its latency from 0.
+    """
     states = []
-    latency = 0
     for child in children:
         c = copy_constants(constants)
-        state = child.get_initial_state(batch_size, spec, training=training, constants=c)
-        if latency:
-            state = child.shift_initial_state(state, latency)
+        if latency and isinstance(child, Serial) and type(child).get_initial_state is Serial.get_initial_state:
+            state = serial_initial_state(child._children, batch_size, spec, training, c, latency)
+        else:
+            state = child.get_initial_state(batch_size, spec, training=training, constants=c)
+            if latency:
+                state = child.shift_initial_state(state, latency)
         states.append(state)
         latency = child.get_accumulated_output_latency(latency)
         spec = child.get_output_spec(spec, constants=c)
