@@ -534,13 +534,10 @@ def verify_contract(
                     continue
                 a = torch.zeros_like(b) if a is None else a  # type: ignore[arg-type]
                 b = torch.zeros_like(a) if b is None else b
-                low_precision = a.dtype in (torch.bfloat16, torch.float16, torch.complex32)
-                eps = (
-                    torch.finfo(torch.float16 if a.dtype == torch.complex32 else a.dtype).eps if low_precision else 0.0
-                )
+                eps = torch.finfo(a.dtype).eps if a.dtype in (torch.bfloat16, torch.float16) else 0.0
                 a, b = _as_real(a), _as_real(b)
                 atol = grad_atol
-                if low_precision and a.numel():
+                if eps and a.numel():
                     # A low-precision parameter sums its gradient in its own dtype, one rounding per
                     # step in step mode against one per call in layer mode: the difference is a few
                     # ulps of the gradient's largest entry, whatever the size of the entry compared.
