@@ -9,8 +9,9 @@ magnitude -> mel (80 bands, 0-8 kHz) -> log(max(x, 1e-6)) on 60 s of 16 kHz audi
 * streamed in 10 ms blocks (160 samples, not a multiple of the hop; the first 20 s of the batch,
   so a round takes seconds, not minutes): ``sl.Streamer`` against a
   hand-written loop that keeps the unconsumed samples, runs ``torch.stft`` on the whole hops
-  available and keeps the last ``n_fft - 1`` samples for the next frames. Compiled: both sides
-  run their per-block step under ``torch.compile(fullgraph=True)`` inside the same buffering loop.
+  available and keeps the last ``n_fft - 1`` samples for the next frames. Compiled:
+  ``sl.Streamer(compile=True)`` (``sl.compile_step(frozen=True)``) against the same loop with
+  its step under ``torch.compile(fullgraph=True)`` and the same guard filter (tensor guards only).
 
 Every case runs single-threaded (as bench_conv: a stream per core; the shared CI box makes
 multi-threaded timings noise). Target (issue 11): ratio <= 1.2.
@@ -36,6 +37,7 @@ from common import emit, median_time, result
 
 import sl
 import sl_dsp
+from sl.deploy import _frozen_guard_filter
 
 RATE, N_FFT, HOP, MELS, BLOCK = 16000, 512, 128, 80, 160
 
@@ -87,25 +89,9 @@ def _stream_torch(fe: _TorchFrontEnd, step: Callable[..., Any], x: torch.Tensor)
     return out
 
 
-def _stream_sl(model: sl.SequenceLayer, x: sl.Sequence) -> list[sl.Sequence]:
-    streamer = sl.Streamer(model, x.values.shape[0], x.channel_spec)
+def _stream_sl(streamer: sl.Streamer, x: sl.Sequence) -> list[sl.Sequence]:
+    streamer.reset()
     return [streamer.push(x[:, start : start + BLOCK]) for start in range(0, x.values.shape[1], BLOCK)]
-
-
-def _stream_sl_compiled(model: sl.SequenceLayer, step: Callable[..., Any], x: sl.Sequence) -> list[sl.Sequence]:
-    """The Streamer's buffering written out, with a compiled step (one graph per block length)."""
-    state = model.get_initial_state(x.values.shape[0], x.channel_spec)
-    pending = x[:, :0]
-    out = []
-    for start in range(0, x.values.shape[1], BLOCK):
-        pending = sl.Sequence.concatenate_sequences([pending, x[:, start : start + BLOCK]])
-        t = pending.values.shape[1]
-        usable = t - t % HOP
-        if usable:
-            y, state = step(pending[:, :usable], state)
-            out.append(y)
-            pending = pending[:, usable:]
-    return out
 
 
 def _paired(sl_fn: Callable[[], object], nn_fn: Callable[[], object], repeats: int, inner: int) -> tuple[float, float]:
@@ -153,21 +139,25 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
         stream_s = min(seconds, 4 if quick else 20)  # streamed cases: the first 20 s (6 s per round otherwise)
         xs, ss = x[:, : stream_s * RATE], seq[:, : stream_s * RATE]
-        got = torch.cat([y.values for y in _stream_sl(model, ss)], 1)
+        streamer = sl.Streamer(model, batch, ss.channel_spec)
+        got = torch.cat([y.values for y in _stream_sl(streamer, ss)], 1)
         ref = torch.cat(_stream_torch(twin, twin.step, xs), 1)
         torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)
         stream_shape = {**shape, "seconds": stream_s, "block": BLOCK}
         s_rep, s_inner = 3, 1
-        t_sl, t_nn = _paired(lambda: _stream_sl(model, ss), lambda: _stream_torch(twin, twin.step, xs), s_rep, s_inner)
+        t_sl, t_nn = _paired(
+            lambda: _stream_sl(streamer, ss), lambda: _stream_torch(twin, twin.step, xs), s_rep, s_inner
+        )
         out.append(result("dsp", "stream_10ms_eager", t_sl, "torch.stft streaming loop", t_nn, **stream_shape))
 
-        c_step = torch.compile(lambda xb, s: model.step(xb, s, training=False), fullgraph=True)
-        c_tstep = torch.compile(twin.step, fullgraph=True)
-        got = torch.cat([y.values for y in _stream_sl_compiled(model, c_step, ss)], 1)
+        # Both sides drop torch.compile's guards on Python objects (sl: compile_step(frozen=True)).
+        c_tstep = torch.compile(twin.step, fullgraph=True, options={"guard_filter_fn": _frozen_guard_filter})
+        c_streamer = sl.Streamer(model, batch, ss.channel_spec, compile=True)
+        got = torch.cat([y.values for y in _stream_sl(c_streamer, ss)], 1)
         ref = torch.cat(_stream_torch(twin, c_tstep, xs), 1)
         torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)
         t_sl, t_nn = _paired(
-            lambda: _stream_sl_compiled(model, c_step, ss), lambda: _stream_torch(twin, c_tstep, xs), s_rep, s_inner
+            lambda: _stream_sl(c_streamer, ss), lambda: _stream_torch(twin, c_tstep, xs), s_rep, s_inner
         )
         out.append(
             result(

@@ -76,3 +76,73 @@ def test_onnx_round_trip(tmp_path):
     session = ort.InferenceSession(str(path))
     assert [i.name for i in session.get_inputs()] == ["values", "mask", *module.state_names]
     assert [o.name for o in session.get_outputs()][:2] == ["values_out", "mask_out"]
+
+
+# -- compile_step(frozen=True): tensor guards only, sl's own checks -----------------------------
+
+
+def test_frozen_compile_step_matches_eager():
+    layer = _model().eval()
+    x = random_sequence(2, 12, 4, random_mask=True)
+    step = sl.compile_step(layer, backend="eager", frozen=True)
+    state = eager = layer.get_initial_state(2, x.channel_spec)
+    for t in range(0, 12, 2):
+        y, state = step(x[:, t : t + 2], state)
+        y_eager, eager = layer.step(x[:, t : t + 2], eager)
+        assert_sequences_close(y, y_eager, rtol=0, atol=0)
+
+
+def test_frozen_compile_step_masks_any_input_type():
+    # Traced first with a MaskedSequence (MaskInvalid is a no-op on one), then fed a plain Sequence
+    # with junk where it is invalid: the graph must still zero it (sl feeds every input as a plain
+    # Sequence; dropping the type guards would otherwise reuse the no-op graph).
+    layer = sl.Serial(sl.MaskInvalid()).eval()
+    step = sl.compile_step(layer, backend="eager", frozen=True)
+    state = layer.get_initial_state(1, ((3,), torch.float32))
+    masked = sl.Sequence.from_values(torch.ones(1, 4, 3))
+    y, state = step(masked, state)
+    junk = sl.Sequence(torch.full((1, 4, 3), 7.0), torch.tensor([[True, False, True, False]]))
+    y, state = step(junk, state)
+    assert torch.equal(y.values[0, :, 0], torch.tensor([7.0, 0.0, 7.0, 0.0]))
+
+
+def test_frozen_compile_steps_of_two_layers_stay_apart():
+    # Same shapes, same code, different configuration: without the layer guards, the second
+    # compile_step must not reuse the first one's graph. (Dynamo's caches start empty: past its
+    # recompile limit, left by earlier tests, it would run the step eagerly and hide a collision.)
+    torch._dynamo.reset()
+    x = sl.Sequence.from_values(torch.randn(1, 2, 3, 4))  # every step valid: the softmax axes differ there
+    a, b = sl.Serial(sl.Softmax(axis=-1)).eval(), sl.Serial(sl.Softmax(axis=-2)).eval()
+    step_a = sl.compile_step(a, backend="eager", frozen=True)
+    step_b = sl.compile_step(b, backend="eager", frozen=True)
+    state = a.get_initial_state(1, x.channel_spec)
+    assert_sequences_close(step_a(x, state)[0], a.step(x, state)[0], rtol=0, atol=0)
+    assert_sequences_close(step_b(x, state)[0], b.step(x, state)[0], rtol=0, atol=0)
+
+
+def test_frozen_compile_step_checks_input_and_state():
+    layer = _model().eval()
+    step = sl.compile_step(layer, backend="eager", frozen=True)
+    x = random_sequence(2, 1, 4)
+    with pytest.raises(TypeError, match=r"sl.compile_step\(Serial\) expects an sl.Sequence input; got Tensor"):
+        step(x.values, layer.get_initial_state(2, x.channel_spec))
+    with pytest.raises(sl.StateMismatchError, match=r"Serial\.step: the state does not match this input"):
+        step(x, layer.get_initial_state(3, x.channel_spec))
+    with pytest.raises(sl.StateMismatchError, match="its structure is"):
+        step(x, ())
+
+
+def test_streamer_compiled_equals_eager_and_refuses_training():
+    layer = sl.Serial(sl.Dense(4, 4), sl.Delay(2, delay_layer_output=False), sl.Lookahead(1)).eval()
+    x = random_sequence(2, 12, 4, random_mask=True)
+    eager, compiled = sl.Streamer(layer, 2, x.channel_spec), sl.Streamer(layer, 2, x.channel_spec, compile=True)
+    outs = []
+    for streamer in (eager, compiled):
+        parts = [streamer.push(x[:, t : t + 3]) for t in range(0, 12, 3)]
+        outs.append(sl.Sequence.concatenate_sequences([*parts, streamer.flush()]))
+    assert_sequences_close(outs[0], outs[1], rtol=0, atol=0)
+    assert_sequences_close(outs[1], layer.layer(x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="compile=True runs the compiled eval step"):
+        sl.Streamer(layer, 2, x.channel_spec, compile=True, training=True)
+    with pytest.raises(ValueError, match="compile=True runs the compiled eval step"):
+        sl.Streamer(layer, 2, x.channel_spec, compile=True, grad=True)

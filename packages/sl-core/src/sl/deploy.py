@@ -19,13 +19,14 @@ only ever hold a tuple of tensors; :meth:`StreamingModule.unflatten_state` /
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
-from sl.layer import SequenceLayer, coerce_spec
+from sl.layer import SequenceLayer, check_step_state, coerce_spec, remember_step_state
 from sl.types import ChannelSpec, Constants, Sequence, State
 
 __all__ = ["StreamingModule", "compile_step", "export_onnx", "export_step"]
@@ -41,6 +42,31 @@ def _check_steppable(layer: SequenceLayer, what: str) -> None:
         )
 
 
+# Guards that stay with ``frozen=True``: the tensors' own (shape, stride, dtype, device),
+# symbolic-shape relations, input aliasing and the global modes a graph depends on. What is
+# dropped (types, lengths and ids of Python objects, the layer's attributes) sl checks
+# itself on each call, or the layer promises not to change.
+_FROZEN_GUARDS = frozenset(
+    {
+        "TENSOR_MATCH",
+        "SHAPE_ENV",
+        "NO_TENSOR_ALIASING",
+        "DUPLICATE_INPUT",
+        "GRAD_MODE",
+        "GLOBAL_STATE",
+        "DEFAULT_DEVICE",
+        "DETERMINISTIC_ALGORITHMS",
+        "TORCH_FUNCTION_STATE",
+        "TORCH_FUNCTION_MODE_STACK",
+        "AUTOGRAD_SAVED_TENSORS_HOOKS",
+    }
+)
+
+
+def _frozen_guard_filter(entries: list[Any]) -> list[bool]:
+    return [entry.guard_type in _FROZEN_GUARDS for entry in entries]
+
+
 def compile_step(
     layer: SequenceLayer,
     *,
@@ -48,24 +74,64 @@ def compile_step(
     dynamic: bool = False,
     mode: str | None = None,
     backend: str = "inductor",
+    frozen: bool = False,
 ) -> Callable[[Sequence, State], tuple[Sequence, State]]:
     """``layer.step`` compiled with ``torch.compile(fullgraph=True)`` (eval mode, no grad).
 
     ``mode="reduce-overhead"`` uses CUDA graphs on a GPU. The state keeps its shapes from
     step to step, so one compilation serves the whole stream when blocks have one length.
+
+    ``frozen=True`` is for a deployed stream whose layer no longer changes: torch.compile
+    then re-checks only tensor properties on each call (shapes, strides, dtypes, devices,
+    aliasing, grad mode), not the Python objects the trace read (the layer's attributes,
+    the state's containers), which on CPU takes tens of microseconds off every call of a
+    deep stack. sl checks the input and the state itself instead (the state the previous
+    call returned costs one identity comparison), and feeds every input to the graph as a
+    plain ``Sequence``, so one compiled graph masks whatever it is given. Changing the
+    layer's configuration after the first call is not seen; its parameters' values are
+    (they are graph inputs).
     """
     _check_steppable(layer, "sl.compile_step")
 
     def step(x: Sequence, state: State) -> tuple[Sequence, State]:
         return layer.step(x, state, training=False, constants=constants)
 
-    compiled = torch.compile(step, fullgraph=True, dynamic=dynamic, mode=mode, backend=backend)
+    options: dict[str, str | int | bool | Callable[..., Any]] | None = None
+    if frozen:
+        options = {"guard_filter_fn": _frozen_guard_filter}
+        # Dynamo keeps compiled graphs on the function's code object, shared by every closure
+        # this function makes; without the guards on the closure (which layer), a second
+        # compile_step of a same-shaped layer would reuse the first one's graph. A code object
+        # of its own per call keeps each layer's graphs apart.
+        step = types.FunctionType(
+            step.__code__.replace(), step.__globals__, step.__name__, step.__defaults__, step.__closure__
+        )
+    compiled = torch.compile(step, fullgraph=True, dynamic=dynamic, mode=mode, backend=backend, options=options)
 
-    def run(x: Sequence, state: State) -> tuple[Sequence, State]:
-        with torch.no_grad():
-            return compiled(x, state)  # type: ignore[no-any-return]
+    if not frozen:
 
-    return run
+        def run(x: Sequence, state: State) -> tuple[Sequence, State]:
+            with torch.no_grad():
+                return compiled(x, state)  # type: ignore[no-any-return]
+
+        return run
+
+    def run_frozen(x: Sequence, state: State) -> tuple[Sequence, State]:
+        if not isinstance(x, Sequence):
+            raise TypeError(
+                f"sl.compile_step({type(layer).__name__}) expects an sl.Sequence input; got {type(x).__name__}."
+            )
+        x = Sequence._trusted(x.values, x.mask)  # one input type for every trace (see the docstring)
+        check_step_state(layer, x, state, False, constants)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                y, new_state = compiled(x, state)
+        else:  # already under no_grad / inference_mode (a live loop): skip entering a context per call
+            y, new_state = compiled(x, state)
+        remember_step_state(layer, x, new_state, False)
+        return y, new_state
+
+    return run_frozen
 
 
 def _state_name(path: tuple[Any, ...]) -> str:

@@ -224,6 +224,20 @@ def _remember_state(layer: SequenceLayer, x: Sequence, state: State, training: b
     layer.__dict__["_sl_last_state"] = (id(state), type(state), key)
 
 
+def check_step_state(
+    layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None
+) -> None:
+    """Raises :class:`StateMismatchError` unless ``state`` fits ``layer.step`` on ``x``: the check the
+    step wrapper makes, for callers that step a layer outside it (``sl.compile_step(frozen=True)``).
+    The state :func:`remember_step_state` recorded last passes with one identity comparison."""
+    _check_state(layer, x, state, training, constants, "step")
+
+
+def remember_step_state(layer: SequenceLayer, x: Sequence, state: State, training: bool) -> None:
+    """Records ``state`` (what a step of ``layer`` on ``x`` returned) as the next trusted state."""
+    _remember_state(layer, x, state, training)
+
+
 # -- the wrappers -----------------------------------------------------------------------
 
 

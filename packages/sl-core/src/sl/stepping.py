@@ -192,6 +192,10 @@ class Streamer:
     Runs under ``torch.no_grad()`` unless ``grad=True``. For the lowest overhead in a
     live loop, also wrap it in ``torch.inference_mode()``. The state is
     ``streamer.state``; ``torch.save`` it to resume a stream elsewhere.
+
+    ``compile=True`` steps with :func:`sl.compile_step` ``(frozen=True)``: one graph per
+    block length the chunks produce, the layer's configuration frozen at the first call
+    (eval only: not with ``training`` or ``grad``).
     """
 
     def __init__(
@@ -203,15 +207,27 @@ class Streamer:
         training: bool = False,
         constants: Constants | None = None,
         grad: bool = False,
+        compile: bool = False,
     ) -> None:
         if not layer.supports_step:
             raise ValueError(f"{type(layer).__name__} does not support step(); it cannot be streamed.")
+        if compile and (training or grad):
+            raise ValueError(
+                f"Streamer for {type(layer).__name__}: compile=True runs the compiled eval step (sl.compile_step); "
+                "it cannot train or keep gradients. Pass training=False and grad=False, or compile=False."
+            )
         self.layer = layer
         self.batch_size = batch_size
         self.training = training
         self.constants = constants
         self.grad = grad
         self._input_spec = coerce_spec(layer, input_spec)
+        self._channel_shape = torch.Size(self._input_spec.shape)
+        self._step: Any = None
+        if compile:
+            from sl.deploy import compile_step  # deploy imports this module's neighbours
+
+            self._step = compile_step(layer, constants=constants, frozen=True)
         self.reset()
 
     def reset(self) -> None:
@@ -226,14 +242,22 @@ class Streamer:
 
     def _run(self, x: Sequence) -> Sequence:
         """Steps every whole block of ``x`` (after what was buffered) and buffers the rest."""
-        if self._pending is not None:
-            x = Sequence.concatenate_sequences([self._pending, x])
+        pending = self._pending
+        if pending is not None:
+            x = pending.concatenate(x)
         t = x.values.shape[1]
         usable = t - t % self._block
-        self._pending = x[:, usable:] if usable < t else None
-        with _grad_context(self.grad):
-            y, self.state = self.layer.step(x[:, :usable], self.state, training=self.training, constants=self.constants)
-        return self._drop_latency(y)
+        if usable < t:
+            self._pending = type(x)._trusted(x.values[:, usable:], x.mask[:, usable:])
+            x = type(x)._trusted(x.values[:, :usable], x.mask[:, :usable])
+        else:
+            self._pending = None
+        if self._step is not None and usable:  # (an empty step runs eagerly: no graph for length 0)
+            y, self.state = self._step(x, self.state)
+        else:
+            with _grad_context(self.grad):
+                y, self.state = self.layer.step(x, self.state, training=self.training, constants=self.constants)
+        return self._drop_latency(y) if self._to_drop else y
 
     def _drop_latency(self, y: Sequence) -> Sequence:
         if self._to_drop:
@@ -246,7 +270,12 @@ class Streamer:
         """Processes ``chunk`` (any number of timesteps) and returns the output it releases."""
         if not isinstance(chunk, Sequence):
             raise TypeError(f"Streamer.push expects an sl.Sequence; got {type(chunk).__name__}.")
-        if chunk.values.shape[0] != self.batch_size or chunk.channel_spec != self._input_spec:
+        values = chunk.values
+        if (
+            values.shape[0] != self.batch_size
+            or values.shape[2:] != self._channel_shape
+            or values.dtype != self._input_spec.dtype
+        ):
             raise ValueError(
                 f"Streamer for {type(self.layer).__name__} expects chunks of batch {self.batch_size} and channel spec "
                 f"{tuple(self._input_spec.shape)} {self._input_spec.dtype}; got batch {chunk.values.shape[0]} and "

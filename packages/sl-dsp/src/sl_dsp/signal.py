@@ -361,7 +361,8 @@ def frame_valid(x: torch.Tensor, frame_length: int, frame_step: int, axis: int) 
     if length < frame_length:
         shape = (*x.shape[:axis], 0, frame_length, *x.shape[axis + 1 :])
         return x.new_zeros(shape)
-    return x.unfold(axis, frame_length, frame_step).movedim(-1, axis + 1)
+    frames = x.unfold(axis, frame_length, frame_step)
+    return frames if axis + 2 == frames.dim() else frames.movedim(-1, axis + 1)
 
 
 def overlap_and_add(signal: torch.Tensor, frame_step: int, axis: int = -2) -> torch.Tensor:

@@ -120,8 +120,10 @@ class _BroadcastConstant(PreservesType, Stateless):
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_shape(x.channel_shape)  # clear error before computing
 
+        constant = self.constant
+
         def fn(v: torch.Tensor) -> torch.Tensor:
-            return self._op(v, self.constant.to(dtype=v.dtype))
+            return self._op(v, constant if constant.dtype == v.dtype else constant.to(dtype=v.dtype))
 
         return x.apply_values_masked(fn) if self._keeps_masked else x.apply_values(fn)
 
