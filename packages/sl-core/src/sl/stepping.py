@@ -194,8 +194,9 @@ class Streamer:
     ``streamer.state``; ``torch.save`` it to resume a stream elsewhere.
 
     ``compile=True`` steps with :func:`sl.compile_step` ``(frozen=True)``: one graph per
-    block length the chunks produce, the layer's configuration frozen at the first call
-    (eval only: not with ``training`` or ``grad``).
+    block length the chunks produce (past torch's recompile limit, further lengths run
+    eagerly), the layer's configuration frozen at the first call (eval only: not with
+    ``training`` or ``grad``). Chunks of one length keep it to one or two graphs.
     """
 
     def __init__(
