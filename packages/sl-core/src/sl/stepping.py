@@ -193,10 +193,11 @@ class Streamer:
     live loop, also wrap it in ``torch.inference_mode()``. The state is
     ``streamer.state``; ``torch.save`` it to resume a stream elsewhere.
 
-    ``compile=True`` steps with :func:`sl.compile_step` ``(frozen=True)``: one graph per
-    block length the chunks produce (past torch's recompile limit, further lengths run
+    ``compile=True`` steps with :func:`sl.compile_step` ``(frozen=True)``: a graph per block
+    length the chunks produce and per memory layout of the state a step hands the next
+    (chunks of one length need a few; past torch's recompile limit further ones run
     eagerly), the layer's configuration frozen at the first call (eval only: not with
-    ``training`` or ``grad``). Chunks of one length keep it to one or two graphs.
+    ``training`` or ``grad``).
     """
 
     def __init__(
