@@ -146,3 +146,31 @@ def test_streamer_compiled_equals_eager_and_refuses_training():
         sl.Streamer(layer, 2, x.channel_spec, compile=True, training=True)
     with pytest.raises(ValueError, match="compile=True runs the compiled eval step"):
         sl.Streamer(layer, 2, x.channel_spec, compile=True, grad=True)
+
+
+class _CountingInPython(sl.PreservesType, sl.PreservesShape, sl.SequenceLayer):
+    """Adds how many steps came before, counted in a Python int: fine eagerly, not frozen."""
+
+    def layer(self, x, *, training=None, constants=None):
+        return x.apply_values(lambda v: v + torch.arange(v.shape[1], dtype=v.dtype)[None, :, None])
+
+    def get_initial_state(self, batch_size, input_spec, *, training=None, constants=None):
+        return (0,)
+
+    def step(self, x, state, *, training=None, constants=None):
+        t = x.values.shape[1]
+        offset = torch.arange(state[0], state[0] + t, dtype=x.values.dtype)[None, :, None]
+        return x.apply_values(lambda v: v + offset), (state[0] + t,)
+
+
+def test_frozen_compile_step_refuses_python_values_in_the_state():
+    layer = _CountingInPython().eval()
+    x = random_sequence(1, 1, 2)
+    step = sl.compile_step(layer, backend="eager", frozen=True)
+    with pytest.raises(TypeError, match=r"_CountingInPython's state holds a int at \[0\]; a frozen graph"):
+        step(x, layer.get_initial_state(1, x.channel_spec))
+    plain = sl.compile_step(layer, backend="eager")  # guarded: the int is checked on every call
+    state = layer.get_initial_state(1, x.channel_spec)
+    for t in range(3):
+        y, state = plain(x, state)
+        torch.testing.assert_close(y.values, x.values + t)

@@ -89,7 +89,8 @@ def compile_step(
     call returned costs one identity comparison), and feeds every input to the graph as a
     plain ``Sequence``, so one compiled graph masks whatever it is given. Changing the
     layer's configuration after the first call is not seen; its parameters' values are
-    (they are graph inputs).
+    (they are graph inputs). The state must hold only tensors (a Python number in it would be
+    baked into the graph): anything else is a TypeError.
     """
     _check_steppable(layer, "sl.compile_step")
 
@@ -116,6 +117,8 @@ def compile_step(
 
         return run
 
+    returned: list[int] = [0]  # id of the state the last call returned (its leaves are known)
+
     def run_frozen(x: Sequence, state: State) -> tuple[Sequence, State]:
         if not isinstance(x, Sequence):
             raise TypeError(
@@ -123,15 +126,29 @@ def compile_step(
             )
         x = Sequence._trusted(x.values, x.mask)  # one input type for every trace (see the docstring)
         check_step_state(layer, x, state, False, constants)
+        if id(state) != returned[0]:
+            _check_tensor_state(layer, state)
         if torch.is_grad_enabled():
             with torch.no_grad():
                 y, new_state = compiled(x, state)
         else:  # already under no_grad / inference_mode (a live loop): skip entering a context per call
             y, new_state = compiled(x, state)
         remember_step_state(layer, x, new_state, False)
+        returned[0] = id(new_state)
         return y, new_state
 
     return run_frozen
+
+
+def _check_tensor_state(layer: SequenceLayer, state: State) -> None:
+    """A frozen graph drops the guards on Python values, so one in the state would be baked in."""
+    for path, leaf in pytree.tree_flatten_with_path(state)[0]:
+        if not isinstance(leaf, torch.Tensor):
+            raise TypeError(
+                f"sl.compile_step(frozen=True): {type(layer).__name__}'s state holds a "
+                f"{type(leaf).__name__} at {pytree.keystr(path) or '(root)'}; a frozen graph would keep its "
+                "first value. Keep step state in tensors, or compile with frozen=False."
+            )
 
 
 def _state_name(path: tuple[Any, ...]) -> str:
