@@ -169,6 +169,10 @@ def test_frozen_compile_step_refuses_python_values_in_the_state():
     step = sl.compile_step(layer, backend="eager", frozen=True)
     with pytest.raises(TypeError, match=r"_CountingInPython's state holds a int at \[0\]; a frozen graph"):
         step(x, layer.get_initial_state(1, x.channel_spec))
+    with pytest.raises(
+        TypeError, match=r"StreamingModule: _CountingInPython's state has a non-tensor leaf at \[0\] \(int\)"
+    ):
+        sl.StreamingModule(layer, 1, x.channel_spec)
     plain = sl.compile_step(layer, backend="eager")  # guarded: the int is checked on every call
     state = layer.get_initial_state(1, x.channel_spec)
     for t in range(3):

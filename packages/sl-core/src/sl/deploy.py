@@ -140,15 +140,22 @@ def compile_step(
     return run_frozen
 
 
-def _check_tensor_state(layer: SequenceLayer, state: State) -> None:
-    """A frozen graph drops the guards on Python values, so one in the state would be baked in."""
+def _non_tensor_leaf(state: State) -> tuple[str, str] | None:
+    """``(path, type name)`` of the first leaf of ``state`` that is not a tensor, or None."""
     for path, leaf in pytree.tree_flatten_with_path(state)[0]:
         if not isinstance(leaf, torch.Tensor):
-            raise TypeError(
-                f"sl.compile_step(frozen=True): {type(layer).__name__}'s state holds a "
-                f"{type(leaf).__name__} at {pytree.keystr(path) or '(root)'}; a frozen graph would keep its "
-                "first value. Keep step state in tensors, or compile with frozen=False."
-            )
+            return pytree.keystr(path) or "(root)", type(leaf).__name__
+    return None
+
+
+def _check_tensor_state(layer: SequenceLayer, state: State) -> None:
+    """A frozen graph drops the guards on Python values, so one in the state would be baked in."""
+    found = _non_tensor_leaf(state)
+    if found is not None:
+        raise TypeError(
+            f"sl.compile_step(frozen=True): {type(layer).__name__}'s state holds a {found[1]} at {found[0]}; "
+            "a frozen graph would keep its first value. Keep step state in tensors, or compile with frozen=False."
+        )
 
 
 def _state_name(path: tuple[Any, ...]) -> str:
@@ -183,13 +190,13 @@ class StreamingModule(torch.nn.Module):
         self.constants = constants
         with torch.no_grad():
             state = layer.get_initial_state(batch_size, self.input_spec, training=False, constants=constants)
+        found = _non_tensor_leaf(state)
+        if found is not None:
+            raise TypeError(
+                f"StreamingModule: {type(layer).__name__}'s state has a non-tensor leaf at {found[0]} ({found[1]}); "
+                "step state must be tensors to export."
+            )
         leaves, self._treespec = pytree.tree_flatten_with_path(state)
-        for path, leaf in leaves:
-            if not isinstance(leaf, torch.Tensor):
-                raise TypeError(
-                    f"StreamingModule: {type(layer).__name__}'s state has a non-tensor leaf at "
-                    f"{pytree.keystr(path)} ({type(leaf).__name__}); step state must be tensors to export."
-                )
         self.state_names: list[str] = [_state_name(path) for path, _ in leaves]
         self._initial = [leaf for _, leaf in leaves]
 

@@ -250,8 +250,7 @@ class Streamer:
         t = x.values.shape[1]
         usable = t - t % self._block
         if usable < t:
-            self._pending = type(x)._trusted(x.values[:, usable:], x.mask[:, usable:])
-            x = type(x)._trusted(x.values[:, :usable], x.mask[:, :usable])
+            self._pending, x = x[:, usable:], x[:, :usable]
         else:
             self._pending = None
         if self._step is not None and usable:  # (an empty step runs eagerly: no graph for length 0)
@@ -259,7 +258,7 @@ class Streamer:
         else:
             with _grad_context(self.grad):
                 y, self.state = self.layer.step(x, self.state, training=self.training, constants=self.constants)
-        return self._drop_latency(y) if self._to_drop else y
+        return self._drop_latency(y)
 
     def _drop_latency(self, y: Sequence) -> Sequence:
         if self._to_drop:
