@@ -244,6 +244,23 @@ def test_capture_reports_bad_constructor_call():
         Kitchen(1, 2, 3)  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("value", ["false", 0, 1, None, np.bool_(False)])
+def test_flags_must_be_bools(value):
+    """A flag read by truthiness would turn "false" from a hand-written config into True."""
+    with pytest.raises(TypeError, match=r"Dense expects bias to be a bool \(True or False\); got"):
+        sl.Dense(3, 4, bias=value)
+    config = sl.Dense(3, 4).get_config()
+    config["bias"] = value if not isinstance(value, np.bool_) else "False"
+    with pytest.raises(TypeError, match="bias to be a bool"):
+        sl.from_config(config)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_sizes_refuse_bools(value):
+    with pytest.raises(TypeError, match=r"Dense expects features to be an int; got bool"):
+        sl.Dense(3, value)  # type: ignore[arg-type]
+
+
 # -- configs from strangers -------------------------------------------------------------------------
 
 

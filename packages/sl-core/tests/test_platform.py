@@ -116,6 +116,39 @@ def test_state_checks_follow_a_stream_and_its_batch():
     layer.step(x2.to(torch.float64), state)
 
 
+class _Tail(sl.PreservesType, sl.PreservesShape, sl.SequenceLayer):
+    """Keeps the last input step and returns it at the end of the stream (a layer with a flush)."""
+
+    def get_initial_state(self, batch_size, input_spec, *, training, constants=None):  # type: ignore[no-untyped-def]
+        return sl.Sequence(torch.zeros(batch_size, 1, *input_spec.shape), torch.zeros(batch_size, 1, dtype=torch.bool))
+
+    def layer(self, x, *, training, constants=None):  # type: ignore[no-untyped-def]
+        return x
+
+    def step(self, x, state, *, training, constants=None):  # type: ignore[no-untyped-def]
+        return x, x[:, -1:] if x.values.shape[1] else state
+
+    def flush(self, state, *, training, constants=None):  # type: ignore[no-untyped-def]
+        return state
+
+
+def test_flush_checks_its_state_against_the_stream():
+    """flush gets no input: the layer checks the state against the stream it last started or
+    stepped, so another stream's state is an error, not a tail of the wrong size."""
+    layer = sl.Serial(sl.Delay(2), _Tail())
+    x = random_sequence(2, 4, 3)
+    state = layer.get_initial_state(2, x.channel_spec)
+    _, state = layer.step(x, state)
+    assert layer.flush(state).values.shape == (2, 1, 3)
+    other = sl.Serial(sl.Delay(2), _Tail()).get_initial_state(3, x.channel_spec)
+    with pytest.raises(sl.StateMismatchError, match=r"Serial\.flush: .*last started or stepped \(batch_size=2"):
+        layer.flush(other)
+    with pytest.raises(sl.StateMismatchError, match=r"Serial\.flush: .*its structure is NoneType"):
+        layer.flush(None)
+    # a fresh layer's flush (nothing started here: a state saved elsewhere) is taken as it is
+    assert sl.Serial(sl.Delay(2), _Tail()).flush(state).values.shape == (2, 1, 3)
+
+
 def test_zero_length_steps_work():
     for layer in (
         sl.Lookahead(2),

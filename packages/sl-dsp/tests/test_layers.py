@@ -184,6 +184,76 @@ def test_bad_inputs_get_errors_naming_the_layer():
         Frame(3, 1, padding="valid").get_initial_state(1, ((), torch.float32))
 
 
+def test_inputs_and_arguments_that_would_give_garbage_are_refused():
+    """Each of these ran before and returned zeros, NaN or a truncated value without a word."""
+    nan, inf = float("nan"), float("inf")
+    ints = sl.Sequence.from_values(torch.full((1, 2, 257), 100))
+    _raises(lambda: LinearToMelSpectrogram(80, 16000, 0, 8000).layer(ints), "LinearToMelSpectrogram", "int64")
+    _raises(lambda: Window(-1).layer(sl.Sequence.from_values(torch.full((1, 1, 8), 100))), "Window", "int64")
+    _raises(lambda: Window(-1).get_initial_state(1, ((8,), torch.bool)), "Window", "torch.bool")
+    _raises(lambda: LinearToMelSpectrogram(80, 16000, nan, 8000), "LinearToMelSpectrogram", "lower_edge_hertz", "nan")
+    _raises(lambda: LinearToMelSpectrogram(80, inf, 0, 8000), "LinearToMelSpectrogram", "sample_rate", "inf")
+    _raises(lambda: LinearToMelSpectrogram(80, None, 0, 8000), "LinearToMelSpectrogram", "sample_rate", "NoneType")
+    _raises(lambda: sl_dsp.linear_to_mel_weight_matrix(8, 129, 8000, 0.0, nan), "upper_edge_hertz", "nan")
+    _raises(lambda: STFT(8, 2, 8, window_fn=("kaiser", nan)), "STFT", "not finite")
+    _raises(lambda: STFT(8, 2, 8, window_fn=[nan] * 8), "STFT", "finite")
+    _raises(lambda: STFT(8, 2, 8, window_fn=[1.0] * 7), "STFT", "7 points", "8 are needed")
+    _raises(lambda: STFT(8, 2, 8, window_fn=lambda n, dtype=None: torch.full((n,), nan)), "STFT", "non-finite")
+    _raises(
+        lambda: STFT(8, 2, 8, window_fn=lambda n, dtype=None: torch.ones(n, dtype=torch.complex64)),
+        "STFT",
+        "must be real",
+    )
+    _raises(lambda: InverseSTFT(8, 2, 8, window_fn=lambda n: torch.ones(n)), "InverseSTFT", "(length, dtype=...)")
+    _raises(lambda: InverseSTFT(8, 2, 8, window_fn=lambda n, dtype=None: torch.ones(n + 1)), "InverseSTFT", "(9,)")
+    _raises(lambda: STFT(8, 2, 8, output_magnitude="false"), "STFT", "output_magnitude", "bool", "'false'")
+    _raises(lambda: STFT(8, 2, 8, fft_padding="left"), "STFT", "fft_padding", "'left'")
+    _raises(
+        lambda: STFT(8, 2, 8, time_padding="same").get_initial_state(1, ((), torch.float32)),
+        "STFT with time_padding='same' cannot step",
+    )
+    _raises(lambda: Frame(True, 1), "Frame", "frame_length", "bool")
+    complex8 = sl.Sequence.from_values(torch.randn(1, 3, 8, dtype=torch.complex64))
+    _raises(lambda: IFFT(fft_length=16).layer(complex8), "IFFT", "fft_length=16", "8 bins")
+    assert IFFT(fft_length=8).layer(complex8).values.shape == (1, 3, 8)
+    # the signal functions
+    _raises(lambda: sl_dsp.signal.frame(torch.randn(10), 4, 2, -1, (-5, 0)), "frame", "padding", "-5")
+    _raises(lambda: sl_dsp.signal.frame(torch.randn(10), 4, 2, -1, "bogus"), "frame", "'bogus'")
+    _raises(lambda: sl_dsp.signal.frame(torch.randn(10), 4.5, 2), "frame", "frame_length", "float")
+    _raises(lambda: sl_dsp.signal.get_window("hann", 8.7), "get_window", "window_length", "8.7")
+    _raises(lambda: hann_window(2.5), "hann_window", "window_length")
+    _raises(lambda: hann_window(8, periodic="no"), "hann_window", "periodic")
+    _raises(lambda: sl_dsp.signal.overlap_and_add(torch.randn(3, 4), True), "overlap_and_add", "frame_step")
+
+
+def test_flush_refuses_a_state_that_is_not_the_streams():
+    """flush has no input to check the state against: it checks it against the stream the layer
+    last started or stepped (before, another config's state flushed the wrong number of frames)."""
+    small, big = STFT(8, 2, 8, time_padding="causal"), STFT(16, 4, 16, time_padding="causal")
+    state = small.get_initial_state(1, ((), torch.float32))
+    other = big.get_initial_state(1, ((), torch.float32))
+    with pytest.raises(sl.StateMismatchError, match=r"STFT\.flush.*\[1, 15\].*\[1, 7\]"):
+        small.flush(other)
+    with pytest.raises(sl.StateMismatchError, match=r"STFT\.flush.*NoneType"):
+        small.flush(None)
+    assert small.flush(state).values.shape == (1, 4, 5)
+    inverse = InverseSTFT(8, 2, 8)
+    x = random_sequence(2, 3, 5, dtype=torch.complex64)
+    _, stepped = inverse.step(x, inverse.get_initial_state(2, x.channel_spec))
+    assert inverse.flush(stepped).values.shape == (2, 6)
+    with pytest.raises(sl.StateMismatchError, match=r"InverseSTFT\.flush.*batch_size=2"):
+        inverse.flush((torch.zeros(1, 6), torch.zeros(1, 6, dtype=torch.bool)))  # batch 1, the stream's is 2
+    with pytest.raises(sl.StateMismatchError, match=r"InverseSTFT\.flush"):
+        inverse.flush((1, 2))
+    # inside a stack, the outermost flush checks and the children trust it
+    chain = sl.Serial(STFT(8, 2, 8, time_padding="semicausal"), InverseSTFT(8, 2, 8))
+    chain_state = chain.get_initial_state(1, ((), torch.float32))
+    _, chain_state = chain.step(random_sequence(1, 6), chain_state)
+    assert chain.flush(chain_state) is not None
+    with pytest.raises(sl.StateMismatchError, match=r"Serial\.flush"):
+        chain.flush((state, ()))
+
+
 # -- configs ------------------------------------------------------------------------------------
 
 

@@ -151,14 +151,33 @@ def construct(cls: type, arguments: Mapping[str, Any]) -> Any:
     return cls(*positional, **kwargs)
 
 
+def _bool_parameters(signature: inspect.Signature) -> tuple[str, ...]:
+    """The parameters annotated plain ``bool``: a flag given as ``"false"`` or ``0`` (a hand-written
+    config) would otherwise be read by truthiness, so every layer's flags are checked in one place."""
+    return tuple(
+        name
+        for name, p in signature.parameters.items()
+        if p.annotation in ("bool", bool)
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
 def capture_init_args(init: Callable[..., None]) -> Callable[..., None]:
     """Wraps ``__init__`` to record the outermost call's bound arguments on the instance."""
     signature = inspect.signature(init)
+    flags = _bool_parameters(signature)
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if "_sl_init_args" not in self.__dict__:
             recorded = bind_arguments(signature, type(self).__name__, args, kwargs)
+            for name in flags:
+                value = recorded.get(name)
+                if not isinstance(value, bool):
+                    raise TypeError(
+                        f"{type(self).__name__} expects {name} to be a bool (True or False); got "
+                        f"{type(value).__name__} ({value!r})."
+                    )
             for name in _EXCLUDED_ARGS:
                 recorded.pop(name, None)
             object.__setattr__(self, "_sl_init_args", recorded)

@@ -166,16 +166,24 @@ def _constants_key(constants: Constants | None) -> Any:
 
 
 def _validate_state(
-    layer: SequenceLayer, x: Sequence, state: State, training: bool, constants: Constants | None, method: str
+    layer: SequenceLayer,
+    batch: int,
+    spec: ChannelSpec,
+    state: State,
+    training: bool,
+    constants: Constants | None,
+    method: str,
 ) -> None:
     """Compares ``state`` with what ``get_initial_state`` gives for this input (cached per input spec)."""
-    batch = x.values.shape[0]
-    spec = x.channel_spec
     key = (batch, spec, training, _constants_key(constants))
     cache: dict[Any, Any] = layer.__dict__.setdefault("_sl_state_signatures", {})
     expected = cache.get(key)
     if expected is None:
-        initial = layer.get_initial_state(batch, spec, training=training, constants=constants)
+        _calls.depth += 1  # a state made only to compare with is not the stream's (not remembered)
+        try:
+            initial = layer.get_initial_state(batch, spec, training=training, constants=constants)
+        finally:
+            _calls.depth -= 1
         expected = (_state_signature(initial), _describe_state(initial))
         if len(cache) > 16:
             cache.clear()
@@ -201,7 +209,8 @@ def _validate_state(
                 break
     if problem is not None:
         raise StateMismatchError(
-            f"{_name(layer)}.{method}: the state does not match this input (batch_size={batch}, "
+            f"{_name(layer)}.{method}: the state does not match "
+            f"{'the stream it last started or stepped' if method == 'flush' else 'this input'} (batch_size={batch}, "
             f"input_spec={tuple(spec.shape)} {str(spec.dtype).removeprefix('torch.')}): {problem}. Pass the "
             "state from get_initial_state for this input, or the state the previous step returned."
         )
@@ -216,12 +225,25 @@ def _check_state(
     key = (x.values.shape[0], x.values.shape[2:], x.values.dtype, training)
     if last is not None and last[0] == id(state) and last[1] is type(state) and last[2] == key:
         return
-    _validate_state(layer, x, state, training, constants, method)
+    _validate_state(layer, x.values.shape[0], x.channel_spec, state, training, constants, method)
 
 
 def _remember_state(layer: SequenceLayer, x: Sequence, state: State, training: bool) -> None:
     key = (x.values.shape[0], x.values.shape[2:], x.values.dtype, training)
     layer.__dict__["_sl_last_state"] = (id(state), type(state), key)
+    layer.__dict__["_sl_stream_key"] = key
+
+
+def _check_flush_state(layer: SequenceLayer, state: State, training: bool, constants: Constants | None) -> None:
+    """``flush`` has no input to check its state against; it uses the input of the layer's last
+    ``get_initial_state`` or ``step``. A stream flushes once, so the state is always compared (no
+    identity shortcut). A layer that has done neither (a state loaded in a fresh process) cannot
+    be checked."""
+    key = layer.__dict__.get("_sl_stream_key")
+    if key is None:
+        return
+    batch, channel_shape, dtype, _ = key
+    _validate_state(layer, batch, ChannelSpec(tuple(channel_shape), dtype), state, training, constants, "flush")
 
 
 def check_step_state(
@@ -408,9 +430,13 @@ def _wrap_initial_state(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(self, batch_size, input_spec, training=training, constants=constants)
         _calls.depth += 1
         try:
-            return fn(self, batch_size, input_spec, training=training, constants=constants)
+            state = fn(self, batch_size, input_spec, training=training, constants=constants)
         finally:
             _calls.depth -= 1
+        # The stream's input, for checking the state a later flush gets (only the key: trusting the
+        # object's id would trust whatever reuses it once a discarded state is freed).
+        self.__dict__["_sl_stream_key"] = (batch_size, torch.Size(input_spec.shape), input_spec.dtype, training)
+        return state
 
     get_initial_state.__sl_checked__ = True  # type: ignore[attr-defined]
     return get_initial_state
@@ -423,7 +449,14 @@ def _wrap_flush(fn: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Sequence | None:
         if training is None:
             training = self.training
-        return fn(self, state, training=training, constants=constants)  # type: ignore[no-any-return]
+        if _calls.depth or _is_compiling():  # a combinator's child, or traced: trusted
+            return fn(self, state, training=training, constants=constants)  # type: ignore[no-any-return]
+        _check_flush_state(self, state, training, constants)
+        _calls.depth += 1
+        try:
+            return fn(self, state, training=training, constants=constants)  # type: ignore[no-any-return]
+        finally:
+            _calls.depth -= 1
 
     flush.__sl_checked__ = True  # type: ignore[attr-defined]
     return flush

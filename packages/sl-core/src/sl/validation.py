@@ -36,7 +36,9 @@ def as_shape(owner: str, arg: str, shape: object, *, allow_zero: bool = False) -
 
 def check_positive_int(owner: str, arg: str, value: object, *, allow_zero: bool = False) -> int:
     """``value`` as an int >= 1 (>= 0 with ``allow_zero``); bools and floats are TypeErrors naming ``owner``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        raise TypeError(f"{owner} expects {arg} to be an int; got bool ({value!r}).")
+    if not isinstance(value, int):
         try:
             value = operator.index(value)  # type: ignore[arg-type]  # numpy integers
         except TypeError:

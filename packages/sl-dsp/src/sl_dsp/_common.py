@@ -9,7 +9,7 @@ import torch
 
 from sl.toolkit import check_positive_int
 
-__all__ = ["ConstantCache", "check_positive_int", "complex_dtype", "real_dtype"]
+__all__ = ["ConstantCache", "check_positive_int", "complex_dtype", "floating_dtype", "real_dtype"]
 
 
 class ConstantCache:
@@ -40,6 +40,14 @@ class ConstantCache:
                 cache.clear()
             cache[key] = value
         return value
+
+
+def floating_dtype(dtype: torch.dtype, *, owner: str, what: str) -> torch.dtype:
+    """``dtype`` if it is floating point or complex; a layer whose constant (a window, a mel matrix)
+    would be rounded to integers or bools refuses the input instead (ValueError naming ``owner``)."""
+    if not (dtype.is_floating_point or dtype.is_complex):
+        raise ValueError(f"{owner} expects {what} with a floating point or complex dtype; got {dtype}.")
+    return dtype
 
 
 def real_dtype(dtype: torch.dtype) -> torch.dtype:

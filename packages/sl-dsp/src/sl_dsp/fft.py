@@ -40,9 +40,9 @@ __all__ = ["FFT", "IFFT", "IRFFT", "RFFT"]
 _PADDINGS = ("center", "right")
 
 
-def check_fft_padding(owner: str, padding: str) -> str:
+def check_fft_padding(owner: str, padding: str, arg: str = "padding") -> str:
     if padding not in _PADDINGS:
-        raise ValueError(f"{owner}: padding must be 'center' or 'right'; got {padding!r}.")
+        raise ValueError(f"{owner}: {arg} must be 'center' or 'right'; got {padding!r}.")
     return padding
 
 
@@ -145,7 +145,10 @@ class FFT(_FFTBase):
 
 
 class IFFT(_FFTBase):
-    """Inverse complex FFT along a channel ``axis``, then padding/truncating to ``frame_length``."""
+    """Inverse complex FFT along a channel ``axis``, then padding/truncating to ``frame_length``.
+
+    The transform spans the whole axis, as the reference's; ``fft_length`` (kept for configs
+    that name it) must be None or the axis size: another value is a ValueError, not ignored."""
 
     def __init__(
         self, fft_length: int | None = None, frame_length: int | None = None, axis: int = -1, padding: str = "right"
@@ -155,9 +158,18 @@ class IFFT(_FFTBase):
         self.frame_length = None if frame_length is None else check_positive_int(name, "frame_length", frame_length)
 
     def _output_size(self, size: int) -> int:
+        if self.fft_length is not None and self.fft_length != size:
+            # The reference transforms the whole axis and ignores fft_length; a different value is refused
+            # rather than ignored.
+            raise ValueError(
+                f"{type(self).__name__}: fft_length={self.fft_length} but the input axis has {size} bins; the "
+                "inverse FFT runs over the whole axis (pass fft_length=None or the axis size, and frame_length to "
+                "pad or truncate the output)."
+            )
         return self.frame_length or size
 
     def _transform(self, values: torch.Tensor, axis: int) -> torch.Tensor:
+        self._output_size(values.shape[axis])
         values = torch.fft.ifft(_upcast(values), dim=axis)
         return pad_or_truncate(values, axis, self.frame_length or values.shape[axis], self.padding)
 

@@ -10,7 +10,7 @@ from sl.layer import PreservesType, Stateless
 from sl.toolkit import layer_device, track_device
 from sl.types import ChannelSpec, Constants, MaskedSequence, Sequence, State
 from sl_dsp import signal as S
-from sl_dsp._common import ConstantCache
+from sl_dsp._common import ConstantCache, floating_dtype
 
 __all__ = ["LinearToMelSpectrogram"]
 
@@ -24,7 +24,8 @@ class LinearToMelSpectrogram(PreservesType, ConstantCache, Stateless):
     input's last axis, e.g. ``fft_length // 2 + 1``): triangles evenly spaced in mel
     (``1127 ln(1 + f / 700)``) between ``lower_edge_hertz`` and ``upper_edge_hertz``, the DC bin
     excluded. Feed it uncompressed magnitudes or powers (the bands sum bins; take the log
-    after). The matrix is computed in float64 once per bin count, dtype and device, and has
+    after); floating point or, as the reference, complex (an integer input is refused: the
+    matrix would round to zero). The matrix is computed in float64 once per bin count, dtype and device, and has
     no parameters (nothing in ``state_dict``). Stateless; a masked input stays masked.
 
     Errors (at construction, naming the layer): non-positive ``num_mel_bins`` or
@@ -51,6 +52,9 @@ class LinearToMelSpectrogram(PreservesType, ConstantCache, Stateless):
             )
         return (*input_shape[:-1], self.num_mel_bins)
 
+    def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
+        return floating_dtype(input_dtype, owner=type(self).__name__, what="a spectrogram")
+
     def weight_matrix(self, num_spectrogram_bins: int, dtype: torch.dtype, device: Any = None) -> torch.Tensor:
         """The ``[num_spectrogram_bins, num_mel_bins]`` filterbank in ``dtype`` (cached)."""
         key = ("mel", num_spectrogram_bins, dtype, device)
@@ -75,11 +79,13 @@ class LinearToMelSpectrogram(PreservesType, ConstantCache, Stateless):
         """``()`` (stateless); computes the matrix for this input outside any trace (export, ONNX)."""
         shape = tuple(input_spec.shape)
         self.get_output_shape(shape)
+        self.get_output_dtype(input_spec.dtype)
         self.weight_matrix(shape[-1], input_spec.dtype, layer_device(self))
         return ()
 
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         self.get_output_shape(x.channel_shape)
+        self.get_output_dtype(x.dtype)
         matrix = self.weight_matrix(x.values.shape[-1], x.dtype, x.device)
         values = torch.matmul(x.values, matrix)
         if isinstance(x, MaskedSequence):

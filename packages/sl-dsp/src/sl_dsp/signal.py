@@ -37,6 +37,7 @@ either way.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 
 from sl import padding as P
 from sl.types import PaddingMode
+from sl.validation import check_positive_int
 
 __all__ = [
     "WindowSpec",
@@ -70,9 +72,12 @@ WindowSpec = Any
 
 
 def _raised_cosine(
-    window_length: int, periodic: bool, dtype: torch.dtype | None, device: Any, a: float, b: float
+    window_length: int, periodic: bool, dtype: torch.dtype | None, device: Any, a: float, b: float, owner: str
 ) -> torch.Tensor:
     """``a - b * cos(2 pi n / N)`` as tf.signal computes it (computed in float64)."""
+    window_length = check_positive_int(owner, "window_length", window_length)
+    if not isinstance(periodic, bool):
+        raise TypeError(f"{owner} expects periodic to be a bool; got {type(periodic).__name__} ({periodic!r}).")
     if window_length == 1:
         return torch.ones(1, dtype=dtype, device=device)
     even = 1 - window_length % 2
@@ -86,14 +91,14 @@ def hann_window(
     window_length: int, periodic: bool = True, dtype: torch.dtype | None = None, device: Any = None
 ) -> torch.Tensor:
     """A Hann window (tf.signal's; ``periodic`` for STFTs)."""
-    return _raised_cosine(window_length, periodic, dtype, device, 0.5, 0.5)
+    return _raised_cosine(window_length, periodic, dtype, device, 0.5, 0.5, "hann_window")
 
 
 def hamming_window(
     window_length: int, periodic: bool = True, dtype: torch.dtype | None = None, device: Any = None
 ) -> torch.Tensor:
     """A Hamming window with scipy's coefficient ``0.54``."""
-    return _raised_cosine(window_length, periodic, dtype, device, 0.54, 0.46)
+    return _raised_cosine(window_length, periodic, dtype, device, 0.54, 0.46, "hamming_window")
 
 
 _TORCH_WINDOWS = {
@@ -139,9 +144,7 @@ def get_window(
     ``periodic`` and the length is even.
     """
     base, params = _split_name(name)
-    length = int(window_length)
-    if length < 1:
-        raise ValueError(f"get_window: window_length must be positive; got {window_length}.")
+    length = check_positive_int("get_window", "window_length", window_length)
     out_dtype = dtype or torch.get_default_dtype()
     if base in _ONES:
         if params:
@@ -196,7 +199,7 @@ class _InverseSTFTWindowFn:
             raise ValueError("inverse_stft_window_fn needs a forward window; got None.")
 
     def __call__(self, frame_length: int, dtype: torch.dtype | None = None, device: Any = None) -> torch.Tensor:
-        forward = make_window(self.forward, frame_length, torch.float64, device)
+        forward = make_window(self.forward, frame_length, torch.float64, device, owner="inverse_stft_window_fn")
         assert forward is not None  # a forward window is required (checked in __init__)
         overlaps = -(-frame_length // self.frame_step)
         denom = F.pad(forward.square(), (0, overlaps * self.frame_step - frame_length))
@@ -240,8 +243,10 @@ def normalize_window(spec: WindowSpec, *, owner: str = "layer") -> WindowSpec:
             raise ValueError(
                 f"{owner}: a window tensor must be 1-D floating point; got {tuple(spec.shape)} {spec.dtype}."
             )
-        return [float(v) for v in spec.detach().cpu().tolist()]
+        return normalize_window([float(v) for v in spec.detach().cpu().tolist()], owner=owner)
     if isinstance(spec, list) and spec and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec):
+        if not all(math.isfinite(v) for v in spec):
+            raise ValueError(f"{owner}: an explicit window must be finite; got {spec!r:.80}.")
         return [float(v) for v in spec]
     for fn, fn_name in _CANONICAL_FUNCTIONS.items():
         if spec is fn:
@@ -261,9 +266,11 @@ def normalize_window(spec: WindowSpec, *, owner: str = "layer") -> WindowSpec:
     if isinstance(spec, (str, int, float, tuple, list)) and not isinstance(spec, bool):
         try:
             base, params = _split_name(spec)
-            get_window(spec, 2)  # validates the name and its parameters
-        except (TypeError, ValueError) as e:
+            probe = get_window(spec, 2, device="cpu")  # validates the name and its parameters
+        except (TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"{owner}: invalid window_fn {spec!r}: {e}") from None
+        if not bool(torch.isfinite(probe).all()):
+            raise ValueError(f"{owner}: invalid window_fn {spec!r}: its values are not finite (NaN or inf).")
         if not params and isinstance(spec, str):
             return base
         if isinstance(spec, (int, float)):
@@ -277,31 +284,48 @@ def normalize_window(spec: WindowSpec, *, owner: str = "layer") -> WindowSpec:
     )
 
 
-def make_window(spec: WindowSpec, length: int, dtype: torch.dtype, device: Any = None) -> torch.Tensor | None:
+def make_window(
+    spec: WindowSpec, length: int, dtype: torch.dtype, device: Any = None, *, owner: str = "make_window"
+) -> torch.Tensor | None:
     """The ``[length]`` window a (normalised) specification describes, in ``dtype`` (None: no window).
 
-    Named windows are periodic, as the reference's STFT uses them.
+    Named windows are periodic, as the reference's STFT uses them. A window that is not real
+    or not finite (a NaN Kaiser beta, a function returning complex values) is a ValueError
+    naming ``owner``: it would turn every frame into NaN or drop an imaginary part.
     """
     if spec is None:
         return None
     if isinstance(spec, list):
         if len(spec) != length:
-            raise ValueError(f"The explicit window has {len(spec)} points, but {length} are needed.")
-        return torch.tensor(spec, dtype=torch.float64, device=device).to(dtype)
-    if isinstance(spec, str):
-        if spec == "hann":
-            return hann_window(length, dtype=dtype, device=device)
-        if spec == "hamming":
-            return hamming_window(length, dtype=dtype, device=device)
-        return get_window(spec, length, dtype=dtype, device=device)
-    if isinstance(spec, tuple):
-        return get_window(spec, length, dtype=dtype, device=device)
-    if isinstance(spec, Mapping):
-        return _InverseSTFTWindowFn(spec["frame_step"], spec["inverse_stft"])(length, dtype=dtype, device=device)
-    window = spec(length, dtype=dtype)
-    window = torch.as_tensor(window)
-    if window.shape != (length,):
-        raise ValueError(f"The window function returned shape {tuple(window.shape)}; expected ({length},).")
+            raise ValueError(f"{owner}: the explicit window has {len(spec)} points, but {length} are needed.")
+        window = torch.tensor(spec, dtype=torch.float64, device=device)
+    elif isinstance(spec, str) and spec in ("hann", "hamming"):
+        window = (hann_window if spec == "hann" else hamming_window)(length, dtype=torch.float64, device=device)
+    elif isinstance(spec, (str, tuple)):
+        window = get_window(spec, length, dtype=torch.float64, device=device)
+    elif isinstance(spec, Mapping):
+        window = _InverseSTFTWindowFn(spec["frame_step"], spec["inverse_stft"])(
+            length, dtype=torch.float64, device=device
+        )
+    else:
+        try:
+            window = torch.as_tensor(spec(length, dtype=dtype))
+        except TypeError as e:
+            raise TypeError(
+                f"{owner}: the window function {spec!r} must accept (length, dtype=...) and return a [length] "
+                f"tensor; calling it raised: {e}"
+            ) from None
+        if window.shape != (length,):
+            raise ValueError(
+                f"{owner}: the window function returned shape {tuple(window.shape)}; expected ({length},)."
+            )
+    if window.is_complex() or not window.is_floating_point():
+        if window.is_complex():
+            raise ValueError(f"{owner}: the window must be real; the window function returned {window.dtype}.")
+        window = window.to(torch.float64)
+    checkable = not torch.compiler.is_compiling() and window.device.type != "meta"  # (no values to read)
+    if checkable and not bool(torch.isfinite(window).all()):
+        raise ValueError(f"{owner}: the window {describe_window(spec)} has non-finite values (NaN or inf).")
     return window.to(device=device, dtype=dtype)
 
 
@@ -315,9 +339,14 @@ def describe_window(spec: WindowSpec) -> str:
 
 def _explicit(pad_mode: PaddingMode | str | tuple[int, int], frame_length: int, frame_step: int) -> tuple[int, int]:
     if isinstance(pad_mode, (tuple, list)):
-        before, after = (int(p) for p in pad_mode)
+        if len(pad_mode) != 2:
+            raise ValueError(f"frame: explicit padding must be (before, after); got {pad_mode!r}.")
+        before, after = (check_positive_int("frame", "explicit padding", p, allow_zero=True) for p in pad_mode)
         return before, after
-    return P.explicit_padding(pad_mode, frame_length, frame_step, 1)
+    try:
+        return P.explicit_padding(pad_mode, frame_length, frame_step, 1)
+    except ValueError as e:
+        raise ValueError(f"frame: pad_mode {pad_mode!r} is neither a padding mode nor (before, after): {e}") from None
 
 
 def frame(
@@ -337,8 +366,10 @@ def frame(
     + 1) / frame_step)`` (at least 0). The frames are a strided view of the padded input
     (``Tensor.unfold``), not a gather.
     """
-    if frame_length < 1 or frame_step < 1:
-        raise ValueError(f"frame: frame_length and frame_step must be positive; got {frame_length}, {frame_step}.")
+    frame_length = check_positive_int("frame", "frame_length", frame_length)
+    frame_step = check_positive_int("frame", "frame_step", frame_step)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"frame expects a tensor signal; got {type(x).__name__}.")
     if x.dim() < 1:
         raise ValueError("frame: the signal must have rank at least 1.")
     axis = axis % x.dim()
@@ -372,8 +403,7 @@ def overlap_and_add(signal: torch.Tensor, frame_step: int, axis: int = -2) -> to
     One addition per ``ceil(frame_length / frame_step)`` segment of a frame, never a loop
     over frames; any dtype (complex included), differentiable, exportable.
     """
-    if frame_step < 1:
-        raise ValueError(f"overlap_and_add: frame_step must be positive; got {frame_step}.")
+    frame_step = check_positive_int("overlap_and_add", "frame_step", frame_step)
     if signal.dim() < 2:
         raise ValueError(f"overlap_and_add: the signal must have rank at least 2; got shape {tuple(signal.shape)}.")
     axis = axis % signal.dim()
@@ -419,6 +449,15 @@ def check_mel_arguments(
     """The reference's (tf.signal's) argument checks, with errors naming ``owner``."""
     if isinstance(num_mel_bins, bool) or not isinstance(num_mel_bins, int) or num_mel_bins <= 0:
         raise ValueError(f"{owner}: num_mel_bins must be a positive int; got {num_mel_bins!r}.")
+    for name, value in (
+        ("sample_rate", sample_rate),
+        ("lower_edge_hertz", lower_edge_hertz),
+        ("upper_edge_hertz", upper_edge_hertz),
+    ):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{owner}: {name} must be a number; got {type(value).__name__} ({value!r}).")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{owner}: {name} must be finite; got {value!r}.")
     if not sample_rate > 0:
         raise ValueError(f"{owner}: sample_rate must be positive; got {sample_rate!r}.")
     if lower_edge_hertz < 0:

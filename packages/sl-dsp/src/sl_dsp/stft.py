@@ -15,8 +15,10 @@ InverseSTFT(time_padding="causal", window_fn=inverse_stft_window(frame_step)))``
 :class:`sl.Streamer` and calling ``flush()`` returns the input delayed by ``frame_length -
 frame_step`` samples, every sample including the last (append
 ``sl.Lookahead(frame_length - frame_step)`` to line it up with the input); those are the
-values layer mode gives with ``time_padding="semicausal_full"`` on both layers, which does
-not step.
+values layer mode gives with ``time_padding="semicausal_full"`` on both layers (which does
+not step), followed by the last ``frame_step - 1`` samples of the full overlap-add that the
+reference's ``semicausal_full`` length leaves out. Past the input's end the output is its
+zero continuation, marked valid as in layer mode (the frames straddling the end are valid).
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class _Windowed(ConstantCache):
             return None
         dtype = real_dtype(dtype)
         key = ("window", self.frame_length, dtype, device)
-        return self._constant(key, lambda: S.make_window(self.window_fn, self.frame_length, dtype, device))  # type: ignore[arg-type, return-value]
+        name = type(self).__name__
+        build = lambda: S.make_window(self.window_fn, self.frame_length, dtype, device, owner=name)  # noqa: E731
+        return self._constant(key, build)  # type: ignore[arg-type]
 
     def _apply_window(self, x: Sequence) -> Sequence:
         window = self._window(x.dtype, x.device)
@@ -67,7 +71,7 @@ class _Windowed(ConstantCache):
         """Which of the ``frame_length`` window taps are non-zero (all, without a window)."""
         if self.window_fn is None:
             return [True] * length
-        window = S.make_window(self.window_fn, length, torch.float64)
+        window = S.make_window(self.window_fn, length, torch.float64, owner=type(self).__name__)
         assert window is not None
         return [bool(v != 0) for v in window.tolist()]
 
@@ -138,7 +142,7 @@ class STFT(_Windowed, SequenceLayer):
         check_positive_int(name, "fft_length", fft_length)
         P.validate_padding(time_padding, owner=f"{name} (time_padding)")
         self.framer = Frame(frame_length, frame_step, padding=time_padding)
-        self.fft = RFFT(fft_length, axis=2, padding=check_fft_padding(name, fft_padding))
+        self.fft = RFFT(fft_length, axis=2, padding=check_fft_padding(name, fft_padding, "fft_padding"))
         self.frame_length = self.framer.frame_length
         self.frame_step = self.framer.frame_step
         self.fft_length = self.fft.fft_length
@@ -146,6 +150,7 @@ class STFT(_Windowed, SequenceLayer):
         self.fft_padding = fft_padding
         self.output_magnitude = bool(output_magnitude)
         self.window_fn = S.normalize_window(window_fn, owner=name)
+        S.make_window(self.window_fn, self.frame_length, torch.float64, owner=name)  # a bad window fails here
         self._init_constants()
 
     def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +203,11 @@ class STFT(_Windowed, SequenceLayer):
     def get_initial_state(
         self, batch_size: int, input_spec: ChannelSpec, *, training: bool, constants: Constants | None = None
     ) -> State:
+        if not self.supports_step:
+            raise ValueError(
+                f"{type(self).__name__} with time_padding={self.time_padding!r} cannot step; use one of "
+                f"{[m.value for m in P.STEPPABLE_PADDINGS]}."
+            )
         self._window(input_spec.dtype, layer_device(self))  # computed outside any trace (export, ONNX)
         self.get_output_dtype(input_spec.dtype)
         return self.framer.get_initial_state(batch_size, input_spec, training=training, constants=constants)
@@ -280,13 +290,16 @@ class InverseSTFT(_Windowed, SequenceLayer):
             )
         P.validate_padding(time_padding, owner=f"{name} (time_padding)", allowed=OverlapAdd._PADDINGS)
         self.overlap_add = OverlapAdd(frame_length, frame_step, padding=time_padding)
-        self.irfft = IRFFT(fft_length, frame_length, axis=2, padding=check_fft_padding(name, fft_padding))
+        self.irfft = IRFFT(
+            fft_length, frame_length, axis=2, padding=check_fft_padding(name, fft_padding, "fft_padding")
+        )
         self.frame_length = self.overlap_add.frame_length
         self.frame_step = self.overlap_add.frame_step
         self.fft_length = self.irfft.fft_length
         self.time_padding = self.overlap_add.padding
         self.fft_padding = fft_padding
         self.window_fn = S.normalize_window(window_fn, owner=name)
+        S.make_window(self.window_fn, self.frame_length, torch.float64, owner=name)  # a bad window fails here
         self._init_constants()
 
     def normalize_config(self, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from sl.layer import PreservesShape, PreservesType, Stateless
 from sl.toolkit import layer_device, track_device
 from sl.types import ChannelSpec, Constants, Sequence, State
 from sl_dsp import signal as S
-from sl_dsp._common import ConstantCache, real_dtype
+from sl_dsp._common import ConstantCache, floating_dtype, real_dtype
 
 __all__ = ["Window"]
 
@@ -22,7 +22,8 @@ class Window(PreservesShape, PreservesType, ConstantCache, Stateless):
     refused. ``window_fn``: any window specification of :mod:`sl_dsp.signal` (default
     ``"hann"``, periodic; e.g. ``"hamming"``, ``("kaiser", 8.0)``,
     :func:`~sl_dsp.inverse_stft_window` for the synthesis side); its length is the axis' size.
-    Stateless; a masked input stays masked (the window maps zeros to zeros).
+    Stateless; a masked input stays masked (the window maps zeros to zeros). Floating point
+    or complex inputs (an integer one is refused: the window would round to integers).
     """
 
     def __init__(self, axis: int, window_fn: Any = "hann") -> None:
@@ -58,9 +59,12 @@ class Window(PreservesShape, PreservesType, ConstantCache, Stateless):
         self._axis_of(tuple(input_shape))
         return tuple(input_shape)
 
+    def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
+        return floating_dtype(input_dtype, owner=type(self).__name__, what="inputs")
+
     def _window(self, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         dtype = real_dtype(dtype)
-        build = lambda: S.make_window(self.window_fn, length, dtype, device)  # noqa: E731
+        build = lambda: S.make_window(self.window_fn, length, dtype, device, owner=type(self).__name__)  # noqa: E731
         return self._constant(("window", length, dtype, device), build)  # type: ignore[arg-type]
 
     def get_initial_state(
@@ -68,12 +72,14 @@ class Window(PreservesShape, PreservesType, ConstantCache, Stateless):
     ) -> State:
         """``()`` (stateless); computes the window for this input outside any trace (export, ONNX)."""
         axis = self._axis_of(tuple(input_spec.shape))
+        self.get_output_dtype(input_spec.dtype)
         if self.window_fn is not None:
             self._window(input_spec.shape[axis - 2], input_spec.dtype, layer_device(self))
         return ()
 
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
         axis = self._axis_of(x.channel_shape)
+        self.get_output_dtype(x.dtype)
         if self.window_fn is None:
             return x
         length = x.values.shape[axis]
