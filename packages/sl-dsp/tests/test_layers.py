@@ -224,6 +224,10 @@ def test_inputs_and_arguments_that_would_give_garbage_are_refused():
     _raises(lambda: hann_window(2.5), "hann_window", "window_length")
     _raises(lambda: hann_window(8, periodic="no"), "hann_window", "periodic")
     _raises(lambda: sl_dsp.signal.overlap_and_add(torch.randn(3, 4), True), "overlap_and_add", "frame_step")
+    _raises(lambda: sl_dsp.signal.get_window(("hann", 1.0), 8), "'hann' window takes no parameters")
+    _raises(lambda: sl_dsp.signal.get_window(("gaussian",), 8), "'gaussian'", "std")
+    _raises(lambda: STFT(8, 2, 8, window_fn=("kaiser", "a")), "STFT", "beta must be a number", "'a'")
+    _raises(lambda: sl_dsp.signal.get_window(("general_cosine", []), 8), "a list of numbers")
 
 
 def test_flush_refuses_a_state_that_is_not_the_streams():

@@ -116,6 +116,8 @@ _TORCH_WINDOWS = {
     "exponential": ("exponential", ("center", "tau")),
 }
 _ONES = ("boxcar", "rectangular", "ones", "rect")
+# Windows whose parameter scipy requires (torch.signal.windows would quietly use a default).
+_REQUIRED_PARAMETERS = ("kaiser", "general_cosine", "gaussian", "general_hamming")
 
 
 def _split_name(name: Any) -> tuple[str, tuple[Any, ...]]:
@@ -154,11 +156,21 @@ def get_window(
         known = sorted([*_TORCH_WINDOWS, *_ONES])
         raise ValueError(f"get_window: unknown window {base!r}; expected one of {known}.")
     fn_name, names = _TORCH_WINDOWS[base]
-    if len(params) > len(names) or (names and fn_name in ("kaiser", "general_cosine") and not params):
+    if params and not names:
+        raise ValueError(f"get_window: the {base!r} window takes no parameters; got {list(params)}.")
+    if len(params) > len(names) or (not params and fn_name in _REQUIRED_PARAMETERS):
         raise ValueError(
             f"get_window: the {base!r} window takes parameters {list(names)}; got {list(params)}. "
             f"Pass ({base!r}, {', '.join(names)})."
         )
+    for k, v in zip(names, params):
+        values = v if k == "a" and isinstance(v, (list, tuple)) else [v]
+        if (k == "a" and not values) or not all(
+            isinstance(p, numbers.Real) and not isinstance(p, bool) for p in values if p is not None
+        ):
+            raise TypeError(
+                f"get_window: the {base!r} window's {k} must be {'a list of numbers' if k == 'a' else 'a number'}; got {v!r}."
+            )
     kwargs = {k: (list(v) if k == "a" else v) for k, v in zip(names, params) if v is not None}
     sym = not (periodic and length % 2 == 0)
     fn = getattr(torch.signal.windows, fn_name)
