@@ -216,6 +216,8 @@ def test_inputs_and_arguments_that_would_give_garbage_are_refused():
     complex8 = sl.Sequence.from_values(torch.randn(1, 3, 8, dtype=torch.complex64))
     _raises(lambda: IFFT(fft_length=16).layer(complex8), "IFFT", "fft_length=16", "8 bins")
     assert IFFT(fft_length=8).layer(complex8).values.shape == (1, 3, 8)
+    # torch.fft.ifft of a real input is a lazy conjugate view: resolved, so .numpy() works
+    assert not IFFT().layer(random_sequence(1, 3, 4)).values.is_conj()
     # the signal functions
     _raises(lambda: sl_dsp.signal.frame(torch.randn(10), 4, 2, -1, (-5, 0)), "frame", "padding", "-5")
     _raises(lambda: sl_dsp.signal.frame(torch.randn(10), 4, 2, -1, "bogus"), "frame", "'bogus'")
@@ -401,3 +403,12 @@ def test_streamed_reconstruction_for_sampled_configs(s, overlap, extra_fft, wind
     assert y.values.shape[1] >= delay + time
     torch.testing.assert_close(y.values[:, delay : delay + time], x.values, rtol=1e-5, atol=1e-5)
     assert math.isfinite(float(y.values.abs().max()))
+
+
+@pytest.mark.parametrize("window", ["blackman", "hann", ("general_hamming", 0.4)])
+def test_stft_receptive_field_ignores_taps_below_float32_resolution(window):
+    """Blackman's end taps are -1.4e-17: zero, as the reference (window > 0) counts them; a
+    genuinely negative tap (general Hamming 0.4 ends at -0.2) reads its sample and stays in."""
+    rf = STFT(5, 1, 5, window_fn=window, time_padding="causal").receptive_field_per_step
+    expected = (-4, 0) if isinstance(window, tuple) else (-3, -1)  # (odd-length Hann: zero at both ends)
+    assert rf == {0: expected}

@@ -170,7 +170,7 @@ class IFFT(_FFTBase):
 
     def _transform(self, values: torch.Tensor, axis: int) -> torch.Tensor:
         self._output_size(values.shape[axis])
-        values = torch.fft.ifft(_upcast(values), dim=axis)
+        values = torch.fft.ifft(_upcast(values), dim=axis).resolve_conj()  # (real input: a lazy conjugate view)
         return pad_or_truncate(values, axis, self.frame_length or values.shape[axis], self.padding)
 
 

@@ -68,12 +68,17 @@ class _Windowed(ConstantCache):
         return x.apply_values_masked(lambda v: v * w)
 
     def _window_mask(self, length: int) -> list[bool]:
-        """Which of the ``frame_length`` window taps are non-zero (all, without a window)."""
+        """Which of the ``frame_length`` window taps are non-zero (all, without a window), for the
+        receptive field. A tap below float32 resolution (``1e-7`` of the largest; Blackman's ends
+        are -1.4e-17) counts as zero, as in the reference (``window > 0``), whose receptive field
+        ignores negative taps as well: here a genuinely negative tap still reads its sample, so
+        it stays in."""
         if self.window_fn is None:
             return [True] * length
         window = S.make_window(self.window_fn, length, torch.float64, owner=type(self).__name__)
         assert window is not None
-        return [bool(v != 0) for v in window.tolist()]
+        floor = 1e-7 * float(window.abs().max())
+        return [abs(v) > floor for v in window.tolist()]
 
 
 def _magnitude(z: torch.Tensor) -> torch.Tensor:
@@ -318,7 +323,9 @@ class InverseSTFT(_Windowed, SequenceLayer):
     @property
     def receptive_field_per_step(self) -> dict[int, ReceptiveField]:
         """The reference's per-phase receptive field: overlap-add's, without the frame taps that
-        the window or the FFT padding zero."""
+        the window or the FFT padding zero. Deviation: the reference finds the zero taps of the
+        window cast to int32, which zeroes every tap below 1 (a Hann window keeps only its centre)
+        and declares fewer frames than the output reads; here the window's own zeros count."""
         k, s = self.frame_length, self.frame_step
         fft_length = self.fft_length or k
         before, _ = P.transpose_explicit_padding(self.time_padding, k, s, 1)
