@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from sl.toolkit import check_positive_int
+from sl.toolkit import check_positive_int, is_floating
 
 __all__ = ["ConstantCache", "check_positive_int", "complex_dtype", "floating_dtype", "real_dtype"]
 
@@ -45,7 +45,7 @@ class ConstantCache:
 def floating_dtype(dtype: torch.dtype, *, owner: str, what: str) -> torch.dtype:
     """``dtype`` if it is floating point or complex; a layer whose constant (a window, a mel matrix)
     would be rounded to integers or bools refuses the input instead (ValueError naming ``owner``)."""
-    if not (dtype.is_floating_point or dtype.is_complex):
+    if not is_floating(dtype):
         raise ValueError(f"{owner} expects {what} with a floating point or complex dtype; got {dtype}.")
     return dtype
 
