@@ -25,8 +25,9 @@ class LinearToMelSpectrogram(PreservesType, ConstantCache, Stateless):
     (``1127 ln(1 + f / 700)``) between ``lower_edge_hertz`` and ``upper_edge_hertz``, the DC bin
     excluded. Feed it uncompressed magnitudes or powers (the bands sum bins; take the log
     after); floating point or, as the reference, complex (an integer input is refused: the
-    matrix would round to zero). The matrix is computed in float64 once per bin count, dtype and device, and has
-    no parameters (nothing in ``state_dict``). Stateless; a masked input stays masked.
+    matrix would round to zero). The matrix is computed in float64 once per bin count, dtype
+    and device, and has no parameters (nothing in ``state_dict``). Stateless; a masked input
+    stays masked.
 
     Errors (at construction, naming the layer): non-positive ``num_mel_bins`` or
     ``sample_rate``, negative ``lower_edge_hertz``, ``lower_edge_hertz >= upper_edge_hertz``,
