@@ -144,7 +144,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         ref = torch.cat(_stream_torch(twin, twin.step, xs), 1)
         torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)
         stream_shape = {**shape, "seconds": stream_s, "block": BLOCK}
-        s_rep, s_inner = 3, 1
+        s_rep, s_inner = (3, 1) if quick else (7, 1)  # alternating rounds: single streams drift by 30 % here
         t_sl, t_nn = _paired(
             lambda: _stream_sl(streamer, ss), lambda: _stream_torch(twin, twin.step, xs), s_rep, s_inner
         )

@@ -15,6 +15,7 @@ from sl_attention import (
     MultiSourceDotProductAttention,
     ShawRelativePositionEmbedding,
     StreamingDotProductAttention,
+    StreamingLocalDotProductAttention,
 )
 
 
@@ -150,6 +151,33 @@ def test_streaming_source_block_must_match_input_block():
         layer.step(x, state, constants={"source": src})
 
 
+def test_streaming_local_source_must_be_as_long_as_the_input():
+    # The reference's local layer mode asserts equal lengths; sl used to fall back silently.
+    layer = StreamingLocalDotProductAttention(6, 2, 3, "source", 3, 2, 1, 4)
+    for length in (3, 8):
+        src = sl.Sequence.from_values(torch.randn(2, length, 4))
+        with pytest.raises(
+            ValueError,
+            match=rf"StreamingLocalDotProductAttention expects the source constants\['source'\] to have as many "
+            rf"steps as the input \(5\).*got {length}",
+        ):
+            layer.layer(_seq(), constants={"source": src})
+    # The non-local layer attends across lengths, as the reference does.
+    src = sl.Sequence.from_values(torch.randn(2, 8, 4))
+    y = StreamingDotProductAttention(6, 2, 3, "source", 2, 1, 4).layer(_seq(), constants={"source": src})
+    assert y.values.shape == (2, 5, 2, 3)
+
+
+@pytest.mark.parametrize("arg", ["query_scale", "attention_logits_soft_cap"])
+@pytest.mark.parametrize("value", ["0.5", True, float("nan"), float("inf")])
+def test_scale_options_must_be_numbers(arg, value):
+    kind = TypeError if isinstance(value, (str, bool)) else ValueError
+    with pytest.raises(kind, match=rf"DotProductSelfAttention expects {arg} to be (None or )?a (finite )?number; got"):
+        DotProductSelfAttention(6, 2, 3, 2, 0, **{arg: value})
+    with pytest.raises(kind, match=rf"DotProductAttention expects {arg} to be (None or )?a (finite )?number; got"):
+        DotProductAttention(6, 2, 3, "source", 4, **{arg: value})
+
+
 def test_blockwise_latency_must_be_a_multiple_of_the_block():
     with pytest.raises(ValueError, match=r"latency of 1 is not a multiple of block_size=3.*sl.Delay\(2"):
         sl.Serial(
@@ -172,3 +200,10 @@ def test_multi_source_options():
                 "b": sl.Sequence.from_values(torch.randn(2, 3, 5)),
             },
         )
+
+
+def test_compute_dtype_must_be_a_floating_torch_dtype():
+    with pytest.raises(TypeError, match=r"DotProductSelfAttention expects compute_dtype to be None or a torch.dtype"):
+        DotProductSelfAttention(6, 2, 3, 2, 0, compute_dtype="float32")
+    with pytest.raises(ValueError, match=r"DotProductAttention expects compute_dtype to be a floating dtype"):
+        DotProductAttention(6, 2, 3, "source", 4, compute_dtype=torch.int32)

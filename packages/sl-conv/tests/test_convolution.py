@@ -461,6 +461,14 @@ def test_errors_name_the_layer_the_expectation_and_what_arrived():
     ):
         strided = Conv1D(2, 2, 3, stride=2, padding="causal")
         strided.step(sl.Sequence.from_values(torch.randn(1, 3, 2)), strided.get_initial_state(1, ((2,), torch.float32)))
+    with pytest.raises(TypeError, match=r"Conv1D expects compute_dtype to be None or a torch.dtype.*got str"):
+        Conv1D(2, 2, 3, compute_dtype="float32")
+    with pytest.raises(ValueError, match=r"Conv1DTranspose expects compute_dtype to be a floating or complex dtype"):
+        Conv1DTranspose(2, 2, 3, compute_dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"Conv1D \(activation\): Unknown activation 'gelu_fast'"):
+        Conv1D(2, 2, 3, activation="gelu_fast")
+    with pytest.raises(TypeError, match=r"Conv2D expects spatial_padding as a \(before, after\) pair of ints.*True"):
+        Conv2D(2, 2, 3, spatial_padding=(True, 1))
 
 
 @pytest.mark.parametrize("transposed", [False, True])

@@ -235,3 +235,46 @@ def test_normalization_bad_input():
         BatchNormalization(3, momentum=1.5)
     with pytest.raises(ValueError, match=r"L2Normalize: axis 3 is out of range for an input of rank 3"):
         L2Normalize(axis=3).layer(sl.Sequence.from_values(torch.randn(1, 2, 4)))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        L2Normalize(),
+        LayerNormalization(3),
+        RMSNormalization(3),
+        BatchNormalization(3),
+        GroupNormalization(1, 3),
+        GroupNormalization(1, 3, cumulative=True),
+    ],
+    ids=lambda layer: type(layer).__name__ + ("(cumulative)" if getattr(layer, "cumulative", False) else ""),
+)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_normalizations_refuse_integer_inputs_rather_than_round_them(layer, dtype):
+    """The output keeps the input dtype: normalized integers would silently round to 0 and +-1."""
+    x = sl.Sequence.from_values(torch.ones(2, 4, 3, dtype=dtype))
+    name = type(layer).__name__
+    with pytest.raises(TypeError, match=rf"{name} expects floating-point input values.*got {dtype}"):
+        layer.layer(x, training=False)
+    if layer.supports_step:
+        with pytest.raises(TypeError, match=rf"{name} expects floating-point input values.*got {dtype}"):
+            layer.step(x, layer.get_initial_state(2, x.channel_spec, training=False), training=False)
+
+
+def test_normalization_eps_and_momentum_are_checked():
+    for make in (
+        L2Normalize,
+        lambda eps: LayerNormalization(3, eps=eps),
+        lambda eps: GroupNormalization(1, 3, eps=eps),
+    ):
+        with pytest.raises(
+            TypeError, match=r"(L2Normalize|LayerNormalization|GroupNormalization) expects eps to be a number; got str"
+        ):
+            make(eps="1e-6")
+        with pytest.raises(ValueError, match=r"expects a finite eps >= 0; got -1"):
+            make(eps=-1)
+    with pytest.raises(TypeError, match=r"RMSNormalization expects eps to be a number; got NoneType"):
+        RMSNormalization(3, eps=None)
+    with pytest.raises(TypeError, match=r"BatchNormalization expects momentum to be a number; got str"):
+        BatchNormalization(3, momentum="0.1")
+    assert LayerNormalization(3, eps=np.float32(1e-3)).eps == pytest.approx(1e-3)

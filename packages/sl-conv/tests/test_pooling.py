@@ -173,3 +173,5 @@ def test_pooling_bad_input():
         MaxPooling3D(2, spatial_padding=("same",))
     with pytest.raises(ValueError, match=r"min/max pooling is not defined for complex"):
         MaxPooling1D(2, padding="causal").layer(sl.Sequence.from_values(torch.randn(1, 3, 2, dtype=torch.complex64)))
+    with pytest.raises(TypeError, match=r"MaxPooling2D expects spatial_padding as a \(before, after\) pair of ints"):
+        MaxPooling2D(2, spatial_padding=(True, 0))

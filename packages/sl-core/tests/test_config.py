@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from support_layers import CausalFIR
 
 import sl
-from sl import activations
+from sl import activations, toolkit
 from sl.config import decode_value, encode_value
 from sl.types import PaddingMode
 
@@ -259,6 +259,54 @@ def test_flags_must_be_bools(value):
 def test_sizes_refuse_bools(value):
     with pytest.raises(TypeError, match=r"Dense expects features to be an int; got bool"):
         sl.Dense(3, value)  # type: ignore[arg-type]
+
+
+def test_parameter_dtype_must_be_floating():
+    # device= and dtype= are the parameters' factory arguments: torch's own error names no layer.
+    with pytest.raises(ValueError, match=r"Dense expects dtype to be a floating or complex dtype; got torch.int32"):
+        sl.Dense(3, 4, dtype=torch.int32)
+    with pytest.raises(TypeError, match=r"Embedding expects dtype to be None or a torch.dtype .*got str"):
+        sl.Embedding(3, 4, dtype="float32")  # type: ignore[arg-type]
+    assert sl.Dense(3, 4, dtype=torch.bfloat16).weight.dtype == torch.bfloat16
+    assert sl.Cast(torch.int32).dtype == torch.int32  # a dtype that is not a parameter dtype is untouched
+
+
+@pytest.mark.parametrize("value", [1, 2.5, np.float32(0.5), np.int64(3), torch.tensor(1.5), -math.inf])
+def test_check_real_takes_real_numbers(value):
+    assert toolkit.check_real("Layer", "scale", value, finite=False) == float(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (True, TypeError, r"Layer expects scale to be a number; got bool"),
+        ("0.5", TypeError, r"Layer expects scale to be a number; got str"),
+        (1j, TypeError, r"got complex"),
+        (torch.tensor([1.0, 2.0]), TypeError, r"got Tensor"),
+        (torch.tensor(True), TypeError, r"got Tensor"),
+        (None, TypeError, r"got NoneType"),
+        (math.nan, ValueError, r"Layer expects scale to be a finite number; got nan"),
+        (math.inf, ValueError, r"finite number; got inf"),
+    ],
+)
+def test_check_real_refuses_what_float_would_quietly_take(value, error, match):
+    with pytest.raises(error, match=match):
+        toolkit.check_real("Layer", "scale", value)
+
+
+def test_check_real_optional_and_check_float_dtype():
+    assert toolkit.check_real("Layer", "cap", None, optional=True) is None
+    with pytest.raises(TypeError, match=r"Layer expects cap to be None or a number; got str"):
+        toolkit.check_real("Layer", "cap", "1", optional=True)
+    assert toolkit.check_float_dtype("Layer", "compute_dtype", None) is None
+    assert toolkit.check_float_dtype("Layer", "compute_dtype", torch.bfloat16) is torch.bfloat16
+    assert toolkit.check_float_dtype("Layer", "compute_dtype", torch.complex64, complex_ok=True) is torch.complex64
+    with pytest.raises(TypeError, match=r"Layer expects compute_dtype to be None or a torch.dtype .*got str"):
+        toolkit.check_float_dtype("Layer", "compute_dtype", "float32")
+    with pytest.raises(ValueError, match=r"Layer expects compute_dtype to be a floating dtype; got torch.int32"):
+        toolkit.check_float_dtype("Layer", "compute_dtype", torch.int32)
+    with pytest.raises(ValueError, match=r"a floating dtype; got torch.complex64"):
+        toolkit.check_float_dtype("Layer", "compute_dtype", torch.complex64)
 
 
 # -- configs from strangers -------------------------------------------------------------------------

@@ -284,12 +284,19 @@ def test_bad_constructor_args() -> None:
         dn.Dense("4", 3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="DenseShaped"):
         dn.DenseShaped("ab", (3,))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="Unknown activation"):
+    with pytest.raises(ValueError, match=r"Dense \(activation\): Unknown activation 'nope'"):
         dn.Dense(4, 3, activation="nope")
-    with pytest.raises(TypeError, match="activation"):
+    with pytest.raises(TypeError, match=r"Dense \(activation\): An activation must be a name or a callable"):
         dn.Dense(4, 3, activation=3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="floating"):
-        dn.Dense(4, 3, compute_dtype=torch.int32).get_output_dtype(torch.float32)
+    with pytest.raises(ValueError, match=r"Dense expects compute_dtype to be a floating or complex dtype"):
+        dn.Dense(4, 3, compute_dtype=torch.int32)
+    for layer in (dn.Dense, dn.DenseShaped):
+        with pytest.raises(TypeError, match=rf"{layer.__name__} expects compute_dtype to be None or a torch.dtype"):
+            layer(4, 3, compute_dtype="float32")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Embedding expects compute_dtype to be None or a torch.dtype"):
+        sl.Embedding(4, 3, compute_dtype="float32")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"GatedUnit \(gate_activation\): Unknown activation 'nope'"):
+        sl.GatedUnit(gate_activation="nope")
 
 
 @pytest.mark.parametrize("name", ["Dense(relu)", "DenseShaped(scalar in)", "EinsumDense(reduce)"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from support_layers import NonSteppable
@@ -178,3 +180,45 @@ def test_frozen_compile_step_refuses_python_values_in_the_state():
     for t in range(3):
         y, state = plain(x, state)
         torch.testing.assert_close(y.values, x.values + t)
+
+
+def test_streamer_compiled_past_the_recompile_limit_steps_eagerly_with_a_warning():
+    # Chunks of many lengths give a block length each (block_size 1); torch.compile(fullgraph=True)
+    # raises past its recompile limit, and the Streamer promises to step eagerly instead.
+    torch._dynamo.reset()
+    layer = sl.Serial(sl.Dense(4, 4), sl.Delay(2, delay_layer_output=False)).eval()
+    x = random_sequence(2, 21, 4, random_mask=True)
+    eager = sl.Streamer(layer, 2, x.channel_spec)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        compiled = sl.Streamer(layer, 2, x.channel_spec, compile=True)
+        outs = []
+        for streamer in (eager, compiled):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                parts, t = [], 0
+                for n in (1, 2, 3, 4, 5, 6):
+                    parts.append(streamer.push(x[:, t : t + n]))
+                    t += n
+                outs.append(sl.Sequence.concatenate_sequences([*parts, streamer.flush()]))
+            limit = [w for w in caught if "recompile limit" in str(w.message)]
+            assert len(limit) == (1 if streamer is compiled else 0)
+    assert "sl.compile_step(Serial)" in str(limit[0].message)
+    assert_sequences_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_streamer_compiled_hands_the_graph_contiguous_blocks():
+    # Blocks cut from a chunk are views with the chunk's strides; the graph gets them contiguous,
+    # so chunks of one length that is not a multiple of the block compile few graphs.
+    layer = sl.Serial(sl.Dense(4, 4), sl.Downsample1D(2)).eval()
+    seen = []
+    streamer = sl.Streamer(layer, 2, ((4,), torch.float32), compile=True)
+
+    def spy(x, state):
+        seen.append((x.values.is_contiguous(), x.mask.is_contiguous()))
+        return layer.step(x, state, training=False)
+
+    streamer._step = spy
+    x = random_sequence(2, 15, 4)
+    for t in range(0, 15, 3):
+        streamer.push(x[:, t : t + 3])
+    assert seen and all(v and m for v, m in seen)

@@ -43,6 +43,34 @@ def test_table_rows_and_totals():
     assert "  1: Parallel" in text and "latency in/out" in text
 
 
+class _Pipeline(sl.SequenceLayer):
+    """A composite whose second part reads the first part's output (as STFT's framer -> fft)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = sl.Dense(3, 5)
+        self.second = sl.Dense(5, 2)
+
+    def get_output_shape(self, input_shape, *, constants=None):
+        return (2,)
+
+    def get_output_dtype(self, input_dtype, *, constants=None):
+        return input_dtype
+
+    def layer(self, x, *, training, constants=None):
+        return self.second.layer(self.first.layer(x, training=training), training=training)
+
+
+def test_a_composite_part_that_cannot_take_the_input_follows_the_previous_part():
+    rows, _ = describe(_Pipeline(), ((3,), torch.float32))
+    assert [(r.path, r.output) for r in rows] == [
+        ("_Pipeline", "(2,) float32"),
+        ("_Pipeline.first", "(5,) float32"),
+        ("_Pipeline.second", "(2,) float32"),
+    ]
+    assert rows[2].state_bytes == "0"
+
+
 def test_accumulation_follows_the_chain():
     data = accumulation(build())
     assert [d[0] for d in data] == ["Dense", "Parallel", "Lookahead", "Downsample1D"]

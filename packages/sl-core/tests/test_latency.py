@@ -93,6 +93,8 @@ def test_lookahead_reference_values():
     assert_sequences_equal(ys[:, 2:], y)
     yp = latency.Lookahead(2, preserve_length_in_layer=True).layer(x)
     assert yp.values.shape[1] == 6 and yp.mask.tolist() == [[True, True] + [False] * 4, [True] * 4 + [False] * 2]
+    short = latency.Lookahead(4, preserve_length_in_layer=True).layer(x[:, :3])  # fewer steps than length
+    assert short.values.shape[1] == 3 and not short.mask.any()  # (the reference returns 4 steps)
 
 
 def test_lookahead_state_is_countdown():

@@ -234,6 +234,12 @@ def test_bad_input_errors_name_the_layer():
         LSTM(3, 4, activation=lambda v: v)
     with pytest.raises(TypeError, match=r"LSTM\(\) got an unexpected keyword argument 'units'"):
         LSTM(3, units=4)
+    with pytest.raises(TypeError, match=r"GRU expects compute_dtype to be None or a torch.dtype.*got str"):
+        GRU(3, 4, compute_dtype="float32")
+    with pytest.raises(ValueError, match=r"LSTM expects compute_dtype to be a floating dtype; got torch.int32"):
+        LSTM(3, 4, compute_dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"LSTM \(recurrent_activation\): Unknown activation 'hard_sigmoid'"):
+        LSTM(3, 4, recurrent_activation="hard_sigmoid")
 
 
 def test_state_dict_mid_stream_resumes():

@@ -223,6 +223,12 @@ def test_errors_name_the_layer():
         RGLRU(8, 2).layer(random_sequence(2, 3, 6))
     with pytest.raises(TypeError, match=r"RGLRU expects floating-point input values"):
         RGLRU(8, 2).layer(sl.Sequence.from_values(torch.zeros(1, 2, 8, dtype=torch.int32)))
+    with pytest.raises(TypeError, match=r"RGLRU expects compute_dtype to be None or a torch.dtype.*got str"):
+        RGLRU(8, 2, compute_dtype="bfloat16")
+    with pytest.raises(TypeError, match=r"RGLRU expects min_rad to be a number; got str"):
+        RGLRU(8, 2, min_rad="0.9")
+    with pytest.raises(TypeError, match=r"RGLRU expects min_rad to be a number; got bool"):
+        RGLRU(8, 2, min_rad=False)
     lazy = RGLRU(num_heads=3)
     with pytest.raises(ValueError, match=r"num_heads=3 must divide units = 8"):
         lazy.layer(random_sequence(1, 2, 8))

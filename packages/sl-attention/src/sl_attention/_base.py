@@ -30,7 +30,15 @@ import torch
 
 from sl.layer import SequenceLayer
 from sl.lazy import LazyInputSize
-from sl.toolkit import check_in_stream, check_positive_int, get_constant, promoted_dtype, state_full
+from sl.toolkit import (
+    check_float_dtype,
+    check_in_stream,
+    check_positive_int,
+    check_real,
+    get_constant,
+    promoted_dtype,
+    state_full,
+)
 from sl.types import ChannelSpec, Constants, Emits, ReceptiveField, Sequence, State
 from sl_attention import _functional as fn
 from sl_attention.emits import CrossAttentionEmits, SelfAttentionEmits
@@ -164,8 +172,11 @@ class AttentionBase(LazyInputSize, SequenceLayer):
         self.share_kv_projection = bool(share_kv_projection)
         self.kv_input_size = kv_input_size
         self.allow_combined = allow_combined
-        self.compute_dtype = compute_dtype
-        self.query_scale = None if query_scale is None else float(query_scale)
+        self.compute_dtype = check_float_dtype(owner, "compute_dtype", compute_dtype)
+        self.query_scale = check_real(owner, "query_scale", query_scale, optional=True)
+        attention_logits_soft_cap = check_real(
+            owner, "attention_logits_soft_cap", attention_logits_soft_cap, optional=True
+        )
         if attention_logits_soft_cap is not None and attention_logits_soft_cap < 0:
             raise ValueError(
                 f"{owner} expects attention_logits_soft_cap to be None or non-negative; got {attention_logits_soft_cap}."

@@ -42,8 +42,11 @@ Deviations from the reference, each beyond it or forced by PyTorch:
 * layer mode uses ``F.scaled_dot_product_attention`` unless something needs the logits
   (soft cap, sinks, dropout, emitted probabilities); with finite horizons and a long input
   it computes in query blocks like the local layer (memory ``T * (P + F + block)``). A query
-  with no visible key (only invalid queries, in self-attention) gets zeros on the fused
-  path and the reference's uniform average on the explicit one; both are masked outputs;
+  with no visible valid key gets zeros on both paths unless sinks take its weight (the
+  reference's ``zero_fully_masked=True``; without it the reference averages every key of its
+  buffer uniformly, which differs between its layer and step modes). In self-attention only
+  invalid queries can see no key; in the streaming cross-attention layers a valid query
+  whose band holds only invalid source steps can;
 * ``step`` with ``training=True`` and dropout raises (as ``sl.Dropout`` does);
 * ``use_kv_cache_ringbuffer`` (a TPU-specific update strategy with the same outputs) is not
   ported.

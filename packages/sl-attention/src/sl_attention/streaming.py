@@ -40,6 +40,8 @@ RelPos = RelativePositionEmbedding | dict[str, Any] | None
 
 class _Streaming(WindowedAttention):
     source_name: str
+    #: Layer mode requires a source as long as the input (the local layer, as in the reference).
+    _same_length: bool = False
 
     def _setup_streaming(
         self,
@@ -84,6 +86,12 @@ class _Streaming(WindowedAttention):
             raise ValueError(
                 f"{owner}: constants[{self.source_name!r}] has batch size {source.values.shape[0]}, but the input "
                 f"has batch size {x.values.shape[0]}; they must match."
+            )
+        if not step and self._same_length and source.values.shape[1] != x.values.shape[1]:
+            raise ValueError(
+                f"{owner} expects the source constants[{self.source_name!r}] to have as many steps as the input "
+                f"({x.values.shape[1]}), as in the reference (its layer mode attends in aligned blocks); got "
+                f"{source.values.shape[1]}. Use StreamingDotProductAttention for a source of another length."
             )
         if step and source.values.shape[1] != x.values.shape[1]:
             raise ValueError(
@@ -188,6 +196,8 @@ class StreamingLocalDotProductAttention(_Streaming):
     mode (memory ``T * (past + block_size + future)``; the input and source must have the
     same length, as in the reference). ``block_size`` is the layer-mode compute block; the
     step block size is 1."""
+
+    _same_length = True
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sl.toolkit import PaddingMode, check_positive_int
+from sl.toolkit import PaddingMode, check_positive_int, check_real
 from sl.toolkit import padding as P
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "TimeMask",
     "as_ntuple",
     "channels_first_pads",
+    "check_eps",
+    "check_float_input",
     "explicit_spatial_padding",
     "max_value",
     "min_value",
@@ -44,6 +46,23 @@ def as_ntuple(owner: str, arg: str, value: Any, n: int) -> tuple[int, ...]:
     return (check_positive_int(owner, arg, value),) * n
 
 
+def check_eps(owner: str, value: Any, arg: str = "eps") -> float:
+    """``value`` as a finite float >= 0 (the toolkit's number check), else an error naming ``owner``."""
+    number = check_real(owner, arg, value)
+    if number < 0:
+        raise ValueError(f"{owner} expects a finite {arg} >= 0; got {value!r}.")
+    return number
+
+
+def check_float_input(owner: str, dtype: torch.dtype) -> None:
+    """Normalizations compute statistics: integer and bool inputs would be rounded back silently."""
+    if not (dtype.is_floating_point or dtype.is_complex):
+        raise TypeError(
+            f"{owner} expects floating-point input values (its output keeps the input dtype, so integer or bool "
+            f"values would be rounded); got {dtype}. Cast them first (sl.Cast)."
+        )
+
+
 def time_padding_mode(
     owner: str, arg: str, value: Any, allowed: TypingSequence[PaddingMode] | None = None
 ) -> PaddingMode:
@@ -61,6 +80,8 @@ def _one_spatial(owner: str, arg: str, value: Any, allowed: TypingSequence[Paddi
         if len(value) != 2:
             raise ValueError(f"{owner} expects {arg} to be a padding mode or a (before, after) pair; got {value!r}.")
         try:
+            if isinstance(value[0], bool) or isinstance(value[1], bool):
+                raise TypeError
             pair = (operator.index(value[0]), operator.index(value[1]))
         except TypeError:
             raise TypeError(f"{owner} expects {arg} as a (before, after) pair of ints; got {value!r}.") from None

@@ -69,6 +69,14 @@ Deviations from the reference:
   A spatial axis of a transposed convolution reports its true output size for every
   mode (the reference declares ``size * stride`` for ``semicausal_full``, which its
   convolution does not produce).
+* ``valid`` with a non-empty input shorter than the effective kernel is a ValueError
+  (as ``torch.nn.Conv1d``); the reference returns an empty output there.
+* A transposed convolution of an empty input (0 timesteps) is an empty output in every
+  mode. The reference is inconsistent there: with ``valid`` it returns ``k_eff - stride``
+  steps marked *valid* (bias only, from no input), with ``semicausal_full`` ``k_eff - 1``
+  (stride 1) or ``k_eff - stride`` invalid steps, and with ``same``/``causal`` and a
+  stride above 1 (or ``valid`` with ``k_eff < stride``) it fails (values and mask
+  lengths disagree).
 * A layer-wise output keeps ``MaskedSequence`` only without bias, activation and with
   a one-step time kernel (the reference ignores the activation there).
 * The reference's quantisation hooks (``ConvArrayConstraintFactory``), sharding and
@@ -88,7 +96,7 @@ import torch.nn.functional as F
 from sl import activations
 from sl.layer import SequenceLayer
 from sl.lazy import LazyInputSize
-from sl.toolkit import PaddingMode, check_positive_int, layer_device, lecun_normal_, promoted_dtype
+from sl.toolkit import PaddingMode, check_float_dtype, check_positive_int, layer_device, lecun_normal_, promoted_dtype
 from sl.toolkit import padding as P
 from sl.types import ChannelSpec, Constants, MaskedSequence, ReceptiveField, Sequence, State
 from sl_conv._common import (
@@ -219,8 +227,8 @@ class _ConvBase(LazyInputSize, SequenceLayer):
         allowed = _TRANSPOSE_PADDINGS if self._transposed else None
         self._time_padding = time_padding_mode(owner, "padding" if n == 1 else "time_padding", time_padding, allowed)
         self._spatial_padding = normalize_spatial_paddings(owner, spatial_padding, n - 1, allowed) if n > 1 else ()
-        self.compute_dtype = compute_dtype
-        self.activation = activations.resolve(activation)
+        self.compute_dtype = check_float_dtype(owner, "compute_dtype", compute_dtype, complex_ok=True)
+        self.activation = activations.resolve(activation, owner=owner)
         self.use_weight_norm = bool(use_weight_norm)
         constraint = make_kernel_constraint(owner, kernel_constraint)
         if self.use_weight_norm and constraint is not None:

@@ -64,6 +64,7 @@ from sl.layer import PreservesShape, PreservesType, SequenceLayer, Stateless, St
 from sl.lazy import LazyInputSize
 from sl.toolkit import check_positive_int, layer_device, track_device
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
+from sl_conv._common import check_eps, check_float_input
 
 __all__ = [
     "BatchNormalization",
@@ -161,9 +162,10 @@ class L2Normalize(PreservesType, StatelessPointwise):
     def __init__(self, axis: int | tuple[int, ...] | list[int] = -1, eps: float = 1e-12) -> None:
         super().__init__()
         self.axis = _axes_spec("L2Normalize", axis)
-        self.eps = float(eps)
+        self.eps = check_eps("L2Normalize", eps)
 
     def layer(self, x: Sequence, *, training: bool, constants: Constants | None = None) -> Sequence:
+        check_float_input("L2Normalize", x.values.dtype)
         axes = _normalize_axes("L2Normalize", self.axis, x.values.dim())
         v = x.values
         compute = v.to(_at_least_fp32(v.dtype))
@@ -197,7 +199,7 @@ class _AffineNorm(_LazyNorm, PreservesType, StatelessPointwise):
     ) -> None:
         owner = self._name
         self.axis = _axes_spec(owner, axis)
-        self.eps = float(eps)
+        self.eps = check_eps(owner, eps)
         self.elementwise_affine = bool(elementwise_affine)
         self.reductions_in_at_least_fp32 = bool(reductions_in_at_least_fp32)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
@@ -276,6 +278,7 @@ class _AffineNorm(_LazyNorm, PreservesType, StatelessPointwise):
     def _prepare(self, x: Sequence) -> tuple[torch.Tensor, tuple[int, ...], bool]:
         """Values with the normalized axes last (and whether they were moved)."""
         v = x.values
+        check_float_input(self._name, v.dtype)
         rank = v.dim()
         self._ensure_built(x.channel_shape)
         axes = _normalize_axes(self._name, self.axis, rank)
@@ -469,8 +472,8 @@ class BatchNormalization(_LazyNorm, PreservesShape, PreservesType, Stateless):
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"BatchNormalization expects a single int axis; got {axis!r}.")
         self.axis = axis
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.eps = check_eps("BatchNormalization", eps)
+        self.momentum = check_eps("BatchNormalization", momentum, "momentum")
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(
                 f"BatchNormalization expects momentum in [0, 1] (torch's convention: the weight of the new "
@@ -549,6 +552,7 @@ class BatchNormalization(_LazyNorm, PreservesShape, PreservesType, Stateless):
         return axis
 
     def _axis(self, x: Sequence) -> int:
+        check_float_input("BatchNormalization", x.values.dtype)
         return self._check_features(x.channel_shape)
 
     def _batch_statistics(self, x: Sequence, axis: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -653,7 +657,7 @@ class GroupNormalization(_LazyNorm, PreservesShape, PreservesType, SequenceLayer
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"{owner} expects a single int axis; got {axis!r}.")
         self.axis = axis
-        self.eps = float(eps)
+        self.eps = check_eps(owner, eps)
         self.affine = bool(affine)
         self.cumulative = bool(cumulative)
         self.guard_against_excess_precision = bool(guard_against_excess_precision)
@@ -736,6 +740,7 @@ class GroupNormalization(_LazyNorm, PreservesShape, PreservesType, SequenceLayer
                 "GroupNormalization cannot step with cumulative=False (its statistics span the whole sequence); "
                 "use cumulative=True to stream."
             )
+        check_float_input("GroupNormalization", input_spec.dtype)
         axis = self._axis(tuple(input_spec.shape))
         grouped = self._grouped_shape((batch_size, 1, *input_spec.shape), axis)
         shape = [d if i in (0, 1, axis) else 1 for i, d in enumerate(grouped)]
@@ -777,6 +782,7 @@ class GroupNormalization(_LazyNorm, PreservesShape, PreservesType, SequenceLayer
     def _normalize(
         self, x: Sequence, state: tuple[torch.Tensor, ...] | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        check_float_input("GroupNormalization", x.values.dtype)
         axis = self._axis(x.channel_shape)
         v = x.values
         dtype = _at_least_fp32(v.dtype)
@@ -860,7 +866,7 @@ class L2WeightNormalization(WeightNormalization):
 
     def __init__(self, eps: float = 1e-12, reductions_in_at_least_fp32: bool = False) -> None:
         super().__init__()
-        self.eps = float(eps)
+        self.eps = check_eps("L2WeightNormalization", eps)
         self.reductions_in_at_least_fp32 = bool(reductions_in_at_least_fp32)
 
     def options(self) -> dict[str, Any]:
@@ -897,7 +903,7 @@ class SpectralWeightNormalization(WeightNormalization):
         self.n_power_iteration = check_positive_int(
             "SpectralWeightNormalization", "n_power_iteration", n_power_iteration
         )
-        self.eps = float(eps)
+        self.eps = check_eps("SpectralWeightNormalization", eps)
         self.reductions_in_at_least_fp32 = bool(reductions_in_at_least_fp32)
         self.error_on_non_matrix = bool(error_on_non_matrix)
 

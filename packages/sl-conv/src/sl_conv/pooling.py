@@ -21,6 +21,11 @@ zero gradient); integer inputs use floor division. Layer mode is one
 ``F.max_pool*d``/``F.avg_pool*d`` call on the explicitly padded input (an unfold-based
 reduction for integer/bool dtypes and dilated averages).
 
+``valid`` (layer mode) needs at least the effective window of timesteps, as the
+convolutions: a shorter non-empty input is a ValueError naming the layer (an empty input
+gives an empty output). This deviates from the reference, which returns an empty output
+there.
+
 Steppable paddings: ``reverse_causal_valid``, ``causal``, ``reverse_causal``,
 ``semicausal`` (``causal_valid`` does not step here, unlike the convolutions, as in the
 reference). ``input_latency`` is the convolution's, except 0 for ``semicausal_full``

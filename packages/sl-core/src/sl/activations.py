@@ -82,12 +82,19 @@ def name_of(fn: object) -> str | None:
     return _ALIASES_OF.get(id(fn))
 
 
-def resolve(activation: str | Activation | None) -> Activation | None:
-    """A name or function (or None) to a function (or None)."""
+def resolve(
+    activation: str | Activation | None, *, owner: str | None = None, arg: str = "activation"
+) -> Activation | None:
+    """A name or function (or None) to a function (or None). Errors name ``owner`` (the layer) and
+    ``arg`` when given."""
     if activation is None:
         return None
+    where = f"{owner} ({arg}): " if owner else ""
     if isinstance(activation, str):
-        return get(activation)
+        try:
+            return get(activation)
+        except ValueError as exc:
+            raise ValueError(f"{where}{exc}") from None
     if not callable(activation):
-        raise TypeError(f"An activation must be a name or a callable; got {activation!r}.")
+        raise TypeError(f"{where}An activation must be a name or a callable; got {activation!r}.")
     return activation

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sl.validation import check_float_dtype
+
 if TYPE_CHECKING:
     from sl.layer import SequenceLayer
 
@@ -162,10 +164,17 @@ def _bool_parameters(signature: inspect.Signature) -> tuple[str, ...]:
     )
 
 
+def _has_parameter_dtype(signature: inspect.Signature) -> bool:
+    """``device=`` and ``dtype=`` together are torch's factory arguments for the layer's parameters,
+    which torch can only make floating or complex (its own error for ``torch.int32`` names no layer)."""
+    return "dtype" in signature.parameters and "device" in signature.parameters
+
+
 def capture_init_args(init: Callable[..., None]) -> Callable[..., None]:
     """Wraps ``__init__`` to record the outermost call's bound arguments on the instance."""
     signature = inspect.signature(init)
     flags = _bool_parameters(signature)
+    parameter_dtype = _has_parameter_dtype(signature)
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -178,6 +187,8 @@ def capture_init_args(init: Callable[..., None]) -> Callable[..., None]:
                         f"{type(self).__name__} expects {name} to be a bool (True or False); got "
                         f"{type(value).__name__} ({value!r})."
                     )
+            if parameter_dtype:
+                check_float_dtype(type(self).__name__, "dtype", recorded.get("dtype"), complex_ok=True)
             for name in _EXCLUDED_ARGS:
                 recorded.pop(name, None)
             object.__setattr__(self, "_sl_init_args", recorded)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -107,13 +108,33 @@ def compile_step(
         step = types.FunctionType(
             step.__code__.replace(), step.__globals__, step.__name__, step.__defaults__, step.__closure__
         )
-    compiled = torch.compile(step, fullgraph=True, dynamic=dynamic, mode=mode, backend=backend, options=options)
+    graphs = torch.compile(step, fullgraph=True, dynamic=dynamic, mode=mode, backend=backend, options=options)
+    warned: list[bool] = [False]
+
+    def compiled(x: Sequence, state: State) -> tuple[Sequence, State]:
+        # fullgraph=True turns torch.compile's recompile limit (a graph per input shape and
+        # layout) into an error; past it, a step with a new shape runs eagerly instead.
+        try:
+            return graphs(x, state)  # type: ignore[no-any-return]
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            if not warned[0]:
+                warned[0] = True
+                warnings.warn(
+                    f"sl.compile_step({type(layer).__name__}): torch.compile's recompile limit "
+                    f"(torch._dynamo.config.recompile_limit = {torch._dynamo.config.recompile_limit}) is reached, "
+                    "so steps on inputs of a shape or memory layout it has no graph for run eagerly. Feed blocks "
+                    "of fewer distinct lengths (a Streamer steps the whole blocks of each chunk: chunks of one "
+                    "length give at most two block lengths), or raise the limit.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return step(x, state)
 
     if not frozen:
 
         def run(x: Sequence, state: State) -> tuple[Sequence, State]:
             with torch.no_grad():
-                return compiled(x, state)  # type: ignore[no-any-return]
+                return compiled(x, state)
 
         return run
 

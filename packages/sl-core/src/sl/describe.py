@@ -81,6 +81,16 @@ def _children(layer: SequenceLayer) -> list[tuple[str, SequenceLayer]]:
     ]
 
 
+def _accepts(layer: SequenceLayer, spec: ChannelSpec | None) -> bool:
+    if spec is None:
+        return False
+    try:
+        layer.get_output_spec(spec)
+    except Exception:
+        return False
+    return True
+
+
 def _serial_children(layer: SequenceLayer) -> list[SequenceLayer] | None:
     from sl.combinators import Repeat, Serial
 
@@ -123,9 +133,13 @@ def describe(layer: SequenceLayer, input_spec: ChannelSpec | tuple[Any, Any]) ->
             for i, child in enumerate(serial):
                 s = visit(child, f"{path}.{i}", depth + 1, s)
         else:
+            previous: ChannelSpec | None = None
             for name, child in _children(module):
-                # Branches see the parent's input (Parallel, Residual, wrappers).
-                visit(child, f"{path}.{name}", depth + 1, in_spec)
+                # Branches see the parent's input (Parallel, Residual, wrappers). A part that cannot
+                # take it is taken to follow the previous part (a composite's internal pipeline, as
+                # STFT's framer -> fft).
+                child_spec = in_spec if _accepts(child, in_spec) else previous
+                previous = visit(child, f"{path}.{name}", depth + 1, child_spec)
         return out_spec
 
     visit(layer, type(layer).__name__, 0, spec)

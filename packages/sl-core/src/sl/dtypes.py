@@ -16,6 +16,11 @@ def promoted_dtype(
     error naming ``owner``.
     """
     if compute_dtype is not None:
+        if not isinstance(compute_dtype, torch.dtype):
+            raise TypeError(
+                f"{owner} expects compute_dtype to be None or a torch.dtype (e.g. torch.float32); got "
+                f"{type(compute_dtype).__name__} ({compute_dtype!r})."
+            )
         dtype = compute_dtype
     else:
         # Equal dtypes (the streaming common case) skip torch.promote_types, a dispatched op.

@@ -195,9 +195,10 @@ class Streamer:
 
     ``compile=True`` steps with :func:`sl.compile_step` ``(frozen=True)``: a graph per block
     length the chunks produce and per memory layout of the state a step hands the next
-    (chunks of one length need a few; past torch's recompile limit further ones run
-    eagerly), the layer's configuration frozen at the first call (eval only: not with
-    ``training`` or ``grad``).
+    (chunks of one length need two to four; past torch's recompile limit, steps of a new
+    shape run eagerly, with a warning), the layer's configuration frozen at the first call
+    (eval only: not with ``training`` or ``grad``). Blocks are handed to the graph contiguous,
+    whatever the layout of the chunks.
     """
 
     def __init__(
@@ -254,6 +255,9 @@ class Streamer:
         else:
             self._pending = None
         if self._step is not None and usable:  # (an empty step runs eagerly: no graph for length 0)
+            # A graph is specialised to its inputs' memory layout too: a block cut from a chunk
+            # (a view with the chunk's strides) would need a graph per chunk length.
+            x = type(x)._trusted(x.values.contiguous(), x.mask.contiguous())
             y, self.state = self._step(x, self.state)
         else:
             with _grad_context(self.grad):

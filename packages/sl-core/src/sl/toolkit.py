@@ -39,7 +39,7 @@ from sl.initializers import lecun_normal_, reference_fan_in, reference_fans, var
 from sl.layer import SequenceLayer, get_constant
 from sl.lazy import LazyInputSize, has_uninitialized_parameters
 from sl.types import PaddingMode
-from sl.validation import as_shape, check_positive_int, coerce_enum
+from sl.validation import as_shape, check_float_dtype, check_positive_int, check_real, coerce_enum
 
 __all__ = [
     "LazyInputSize",
@@ -47,8 +47,10 @@ __all__ = [
     "SpecMismatchError",
     "StateMismatchError",
     "as_shape",
+    "check_float_dtype",
     "check_in_stream",
     "check_positive_int",
+    "check_real",
     "coerce_enum",
     "get_constant",
     "has_uninitialized_parameters",

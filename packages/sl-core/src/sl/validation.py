@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import enum
+import math
+import numbers
 import operator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
-__all__ = ["as_shape", "check_positive_int", "coerce_enum"]
+import torch
+
+__all__ = ["as_shape", "check_float_dtype", "check_positive_int", "check_real", "coerce_enum"]
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -47,6 +51,46 @@ def check_positive_int(owner: str, arg: str, value: object, *, allow_zero: bool 
     if value < low:
         raise ValueError(f"{owner} expects {arg} >= {low}; got {value}.")
     return int(value)
+
+
+@overload
+def check_real(owner: str, arg: str, value: object, *, optional: Literal[False] = ..., finite: bool = ...) -> float: ...
+@overload
+def check_real(owner: str, arg: str, value: object, *, optional: bool, finite: bool = ...) -> float | None: ...
+def check_real(owner: str, arg: str, value: object, *, optional: bool = False, finite: bool = True) -> float | None:
+    """``value`` as a float: a real number (int, float, numpy scalar, 0-d real tensor), never a bool
+    or a string, which ``float()`` would quietly accept; ``None`` passes with ``optional``. NaN is
+    refused, and inf unless ``finite=False``. Errors name ``owner`` and ``arg``."""
+    if value is None and optional:
+        return None
+    number: float | None = None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype != torch.bool and not value.is_complex():
+        number = float(value.item())
+    if number is None:
+        wanted = "None or a number" if optional else "a number"
+        raise TypeError(f"{owner} expects {arg} to be {wanted}; got {type(value).__name__} ({value!r:.60}).")
+    if math.isnan(number) or (finite and math.isinf(number)):
+        raise ValueError(f"{owner} expects {arg} to be a {'finite ' if finite else ''}number; got {value!r}.")
+    return number
+
+
+def check_float_dtype(owner: str, arg: str, value: object, *, complex_ok: bool = False) -> torch.dtype | None:
+    """``None`` or a floating ``torch.dtype`` (complex too with ``complex_ok``): a string such as
+    ``"float32"`` or an integer dtype is an error naming ``owner`` (a compute dtype that would
+    round every result)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.dtype):
+        raise TypeError(
+            f"{owner} expects {arg} to be None or a torch.dtype (e.g. torch.float32); got "
+            f"{type(value).__name__} ({value!r})."
+        )
+    if not (value.is_floating_point or (complex_ok and value.is_complex)):
+        kinds = "a floating or complex" if complex_ok else "a floating"
+        raise ValueError(f"{owner} expects {arg} to be {kinds} dtype; got {value}.")
+    return value
 
 
 def coerce_enum(cls: type[E], value: Any, *, owner: str, arg: str, numbered: bool = False) -> E:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from sl import padding as P
 from sl.types import PaddingMode
-from sl.validation import check_positive_int
+from sl.validation import check_positive_int, check_real
 
 __all__ = [
     "WindowSpec",
@@ -466,10 +466,7 @@ def check_mel_arguments(
         ("lower_edge_hertz", lower_edge_hertz),
         ("upper_edge_hertz", upper_edge_hertz),
     ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{owner}: {name} must be a number; got {type(value).__name__} ({value!r}).")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"{owner}: {name} must be finite; got {value!r}.")
+        check_real(owner, name, value)
     if not sample_rate > 0:
         raise ValueError(f"{owner}: sample_rate must be positive; got {sample_rate!r}.")
     if lower_edge_hertz < 0:

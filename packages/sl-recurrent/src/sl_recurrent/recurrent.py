@@ -64,7 +64,7 @@ from sl import activations
 from sl.initializers import lecun_normal_
 from sl.layer import SequenceLayer
 from sl.lazy import LazyInputSize
-from sl.toolkit import check_positive_int, promoted_dtype, state_full
+from sl.toolkit import check_float_dtype, check_positive_int, promoted_dtype, state_full
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 from sl_recurrent import _kernels
 
@@ -119,9 +119,7 @@ class _FusedRecurrent(LazyInputSize, SequenceLayer):
         if not isinstance(bias, bool):
             raise TypeError(f"{name} expects bias to be a bool; got {bias!r}.")
         self.bias = bias
-        self.compute_dtype = compute_dtype
-        if compute_dtype is not None and not compute_dtype.is_floating_point:
-            raise ValueError(f"{name} computes in a floating dtype; got compute_dtype={compute_dtype}.")
+        self.compute_dtype = check_float_dtype(name, "compute_dtype", compute_dtype)
         gates = _kernels.GATES[self._mode] * self.hidden_size
         self.weight_ih_l0 = torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
         self.weight_hh_l0 = torch.nn.Parameter(torch.empty(gates, self.hidden_size, device=device, dtype=dtype))
@@ -363,7 +361,7 @@ def _resolve_activation(owner: str, arg: str, activation: Any) -> _kernels.Activ
             f"{owner} expects {arg} to be an activation name from sl.activations ({', '.join(activations.names())}) "
             f"or one of those functions; got {activation!r}."
         )
-    fn = activations.resolve(activation)
+    fn = activations.resolve(activation, owner=owner, arg=arg)
     assert fn is not None
     if fn is torch.nn.functional.tanh:
         fn = torch.tanh

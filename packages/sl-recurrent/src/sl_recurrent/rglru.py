@@ -66,7 +66,15 @@ import torch.nn.functional as F
 
 from sl.layer import SequenceLayer
 from sl.lazy import LazyInputSize
-from sl.toolkit import check_positive_int, promoted_dtype, reference_fans, state_full, variance_scaling_
+from sl.toolkit import (
+    check_float_dtype,
+    check_positive_int,
+    check_real,
+    promoted_dtype,
+    reference_fans,
+    state_full,
+    variance_scaling_,
+)
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 from sl_recurrent import _kernels
 from sl_recurrent.recurrent import check_float_input
@@ -226,20 +234,18 @@ class RGLRU(LazyInputSize, SequenceLayer):
         if not isinstance(only_real, bool):
             raise TypeError(f"RGLRU expects only_real to be a bool; got {only_real!r}.")
         self.only_real = only_real
-        self.min_rad = float(min_rad)
+        self.min_rad = check_real("RGLRU", "min_rad", min_rad)
         if not 0.0 <= self.min_rad < 1.0:
             raise ValueError(f"RGLRU expects 0 <= min_rad < 1; got {min_rad!r}.")
         if not only_real and self.min_rad >= _MAX_RAD:
             raise ValueError(f"RGLRU: with only_real=False, min_rad must be less than {_MAX_RAD}; got {min_rad!r}.")
-        self.gate_kernel_variance_scale = float(gate_kernel_variance_scale)
+        self.gate_kernel_variance_scale = check_real("RGLRU", "gate_kernel_variance_scale", gate_kernel_variance_scale)
         if not self.gate_kernel_variance_scale > 0:
             raise ValueError(f"RGLRU expects gate_kernel_variance_scale > 0; got {gate_kernel_variance_scale!r}.")
         if scan_type not in _SCAN_TYPES:
             raise ValueError(f"RGLRU expects scan_type to be one of {sorted(_SCAN_TYPES)}; got {scan_type!r}.")
         self.scan_type = scan_type
-        self.compute_dtype = compute_dtype
-        if compute_dtype is not None and not compute_dtype.is_floating_point:
-            raise ValueError(f"RGLRU computes in a floating dtype; got compute_dtype={compute_dtype}.")
+        self.compute_dtype = check_float_dtype("RGLRU", "compute_dtype", compute_dtype)
         self.a_param: Any = torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
         if only_real:
             self.register_parameter("a_imag_param", None)

@@ -37,7 +37,7 @@ from sl.initializers import lecun_normal_, reference_fan_in
 from sl.layer import Stateless
 from sl.lazy import LazyInputSize
 from sl.types import Constants, MaskedSequence, Sequence
-from sl.validation import as_shape, check_positive_int
+from sl.validation import as_shape, check_float_dtype, check_positive_int
 
 __all__ = ["Dense", "DenseShaped", "EinsumDense"]
 
@@ -53,7 +53,7 @@ class _DenseBase(Stateless):
     activation: Callable[[torch.Tensor], torch.Tensor] | None
 
     def _set_activation(self, activation: Activation) -> None:
-        self.activation = activations.resolve(activation)
+        self.activation = activations.resolve(activation, owner=type(self).__name__)
 
     def get_output_dtype(self, input_dtype: torch.dtype, *, constants: Constants | None = None) -> torch.dtype:
         return promoted_dtype(input_dtype, self.weight.dtype, self.compute_dtype, owner=type(self).__name__)
@@ -123,7 +123,7 @@ class Dense(LazyInputSize, _DenseBase):
             )
         self.features = check_positive_int("Dense", "features", features)
         self.in_features = None if in_features is None else check_positive_int("Dense", "in_features", in_features)
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = check_float_dtype(type(self).__name__, "compute_dtype", compute_dtype, complex_ok=True)
         self._set_activation(activation)
         self.weight: Any = torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
         if bias:
@@ -188,7 +188,7 @@ class DenseShaped(_DenseBase):
         super().__init__()
         self.input_shape = as_shape("DenseShaped", "input_shape", input_shape)
         self.output_shape = as_shape("DenseShaped", "output_shape", output_shape)
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = check_float_dtype(type(self).__name__, "compute_dtype", compute_dtype, complex_ok=True)
         self._set_activation(activation)
         in_k = self.input_shape or (1,)
         out_k = self.output_shape or (1,)
@@ -272,7 +272,7 @@ class EinsumDense(_DenseBase):
         self._input_spec, self._kernel_spec, self._output_spec = _parse_equation(equation)
         self.input_shape = as_shape("EinsumDense", "input_shape", input_shape)
         self.bias_axes = bias_axes or ""
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = check_float_dtype(type(self).__name__, "compute_dtype", compute_dtype, complex_ok=True)
         self._set_activation(activation)
         self.output_shape = self._infer_output_shape(tuple(output_shape))
         kernel_shape, bias_shape = self._parameter_shapes()

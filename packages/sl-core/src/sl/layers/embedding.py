@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from sl.initializers import lecun_normal_
 from sl.layer import Stateless
-from sl.toolkit import check_in_stream, check_positive_int
+from sl.toolkit import check_float_dtype, check_in_stream, check_positive_int
 from sl.types import Constants, Sequence
 
 __all__ = ["Embedding", "EmbeddingTranspose", "OneHot"]
@@ -53,7 +53,7 @@ class Embedding(Stateless):
         name = type(self).__name__
         self.num_embeddings = check_positive_int(name, "num_embeddings", num_embeddings)
         self.dimension = check_positive_int(name, "dimension", dimension)
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = check_float_dtype(type(self).__name__, "compute_dtype", compute_dtype, complex_ok=True)
         self.weight = torch.nn.Parameter(torch.empty((num_embeddings, dimension), device=device, dtype=dtype))
         self.reset_parameters()
 
@@ -137,7 +137,7 @@ class EmbeddingTranspose(Stateless):
         if not isinstance(embedding, Embedding):
             raise TypeError(f"{type(self).__name__} expected an sl Embedding layer; got {type(embedding).__name__}.")
         self.embedding = embedding
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = check_float_dtype(type(self).__name__, "compute_dtype", compute_dtype, complex_ok=True)
         self.param_dtype = dtype
         if bias:
             bias_dtype = dtype if dtype is not None else embedding.weight.dtype

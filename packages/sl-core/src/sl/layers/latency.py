@@ -110,6 +110,9 @@ class Lookahead(PreservesShape, PreservesType, SequenceLayer):
     timestep counts, so ``step`` matches ``layer`` for any mask. Behind a layer with
     step-wise latency the countdown also covers the latency's filler steps
     (:meth:`shift_initial_state`).
+    Deviation: with fewer than ``length`` input steps, ``preserve_length_in_layer`` keeps
+    the input's length here; the reference appends ``length`` steps to the empty rest, so
+    its output is longer than its input.
     """
 
     def __init__(self, length: int, preserve_length_in_layer: bool = False) -> None:

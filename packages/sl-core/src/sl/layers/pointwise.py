@@ -539,8 +539,10 @@ class GatedUnit(PreservesType, Stateless):
         gate_activation: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        self.feature_activation = activations.resolve(feature_activation)
-        self.gate_activation = activations.resolve(gate_activation)
+        self.feature_activation = activations.resolve(
+            feature_activation, owner=type(self).__name__, arg="feature_activation"
+        )
+        self.gate_activation = activations.resolve(gate_activation, owner=type(self).__name__, arg="gate_activation")
         feature_zero = self.feature_activation is None or _maps_zero_to_zero(self.feature_activation)
         gate_finite = self.gate_activation is None or _finite_at_zero(self.gate_activation)
         self._keeps_masked = feature_zero and gate_finite

@@ -24,7 +24,7 @@ from sl import activations
 from sl.dtypes import promoted_dtype
 from sl.initializers import lecun_normal_
 from sl.layer import SequenceLayer
-from sl.toolkit import check_in_stream, check_positive_int
+from sl.toolkit import check_float_dtype, check_in_stream, check_positive_int
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 
 __all__ = ["MaskedDense", "SequenceDense", "SequenceEmbedding"]
@@ -105,7 +105,7 @@ class SequenceEmbedding(_TimeIndexed):
         self.dimension = dimension
         self.num_steps = num_steps
         self.num_embeddings = num_embeddings
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = check_float_dtype(type(self).__name__, "compute_dtype", compute_dtype, complex_ok=True)
         offsets = [0]
         for n in per_step[:-1]:
             offsets.append(offsets[-1] + n)
@@ -193,8 +193,8 @@ class _TimeVaryingDense(_TimeIndexed):
         self.in_features = check_positive_int(owner, "in_features", in_features)
         self.features = check_positive_int(owner, "features", features)
         self.num_steps = check_positive_int(owner, "num_steps", num_steps)
-        self.activation = activations.resolve(activation)
-        self.compute_dtype = compute_dtype
+        self.activation = activations.resolve(activation, owner=owner)
+        self.compute_dtype = check_float_dtype(type(self).__name__, "compute_dtype", compute_dtype, complex_ok=True)
         shape, fan_in = self._kernel()
         self.weight = torch.nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         lecun_normal_(self.weight, fan_in)
