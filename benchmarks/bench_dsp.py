@@ -9,7 +9,8 @@ magnitude -> mel (80 bands, 0-8 kHz) -> log(max(x, 1e-6)) on 60 s of 16 kHz audi
 * streamed in 10 ms blocks (160 samples, not a multiple of the hop; the first 20 s of the batch,
   so a round takes seconds, not minutes): ``sl.Streamer`` against a
   hand-written loop that keeps the unconsumed samples, runs ``torch.stft`` on the whole hops
-  available and keeps the last ``n_fft - 1`` samples for the next frames. Compiled:
+  available and keeps the last ``n_fft - 1`` samples for the next frames. Replayed:
+  ``sl.Streamer(replay=True)`` (``sl.replay_step``) against the same eager loop. Compiled:
   ``sl.Streamer(compile=True)`` (``sl.compile_step(frozen=True)``) against the same loop with
   its step under ``torch.compile(fullgraph=True)`` and the same guard filter (tensor guards only).
 
@@ -149,6 +150,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             lambda: _stream_sl(streamer, ss), lambda: _stream_torch(twin, twin.step, xs), s_rep, s_inner
         )
         out.append(result("dsp", "stream_10ms_eager", t_sl, "torch.stft streaming loop", t_nn, **stream_shape))
+
+        # sl.replay_step: each block layout's step captured once, replayed as its torch calls.
+        r_streamer = sl.Streamer(model, batch, ss.channel_spec, replay=True)
+        got = torch.cat([y.values for y in _stream_sl(r_streamer, ss)], 1)
+        torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)
+        t_sl, t_nn = _paired(
+            lambda: _stream_sl(r_streamer, ss), lambda: _stream_torch(twin, twin.step, xs), s_rep, s_inner
+        )
+        out.append(result("dsp", "stream_10ms_replay", t_sl, "torch.stft streaming loop", t_nn, **stream_shape))
 
         # Both sides drop torch.compile's guards on Python objects (sl: compile_step(frozen=True)).
         c_tstep = torch.compile(twin.step, fullgraph=True, options={"guard_filter_fn": _frozen_guard_filter})

@@ -8,10 +8,13 @@ exactly what its docstring promises.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 import sl
+import sl_dsp
 from sl_dsp import STFT, Frame, InverseSTFT, OverlapAdd, Window, inverse_stft_window
 
 
@@ -221,3 +224,26 @@ def test_ragged_batch_rows_end_with_their_own_lengths():
         # Samples whose every frame started inside the row are reconstructed.
         good = n - (n % s) - (k - s) if n < time else n
         torch.testing.assert_close(y.values[b, :good], x.values[b, :good], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,s,n", [(32, 8, 32), (50, 15, 64)])
+def test_replayed_stream_equals_the_eager_stream(k, s, n):
+    # Streamer(replay=True) captures each block layout's step once and replays its torch calls:
+    # an analysis-synthesis chain and a log-mel front end stream exactly as eagerly, flush included.
+    x = _signal(2, 5 * k + 3, seed=k)
+    front = sl.Serial(
+        STFT(k, s, n, window_fn="hann", time_padding="causal", output_magnitude=True),
+        sl_dsp.LinearToMelSpectrogram(8, 16000, 0.0, 8000.0),
+        sl.Maximum(1e-6),
+        sl.Log(),
+    )
+    for chain in (_stft_pair(k, s, n, "hann", "right", "semicausal").eval(), front.eval()):
+        outs = []
+        for replay in (False, True):
+            streamer = sl.Streamer(chain, 2, x.channel_spec, replay=replay)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)  # every step is captured, none falls back
+                parts = [streamer.push(x[:, t : t + 37]) for t in range(0, x.values.shape[1], 37)]
+            outs.append(sl.Sequence.concatenate_sequences([*parts, streamer.flush()]))
+        torch.testing.assert_close(outs[1].values, outs[0].values, rtol=1e-6, atol=1e-6)
+        assert torch.equal(outs[1].mask, outs[0].mask)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sl import activations, composition_rules, deploy, lazy, merging, padding, registry, toolkit
+from sl import activations, composition_rules, deploy, lazy, merging, padding, registry, replay, toolkit
 from sl.combinators import (
     Bidirectional,
     Blockwise,
@@ -114,6 +114,7 @@ from sl.layers import (
     Upsample2D,
 )
 from sl.registry import LayerExample, hookimpl
+from sl.replay import replay_step
 from sl.stepping import Streamer, step_by_step
 from sl.testing.sequences import random_sequence
 from sl.types import (
@@ -236,6 +237,8 @@ __all__ = [
     "random_sequence",
     "ReceptiveField",
     "registry",
+    "replay",
+    "replay_step",
     "ReLU",
     "Relu",
     "Repeat",

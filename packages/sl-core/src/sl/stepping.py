@@ -199,6 +199,10 @@ class Streamer:
     shape run eagerly, with a warning), the layer's configuration frozen at the first call
     (eval only: not with ``training`` or ``grad``). Blocks are handed to the graph contiguous,
     whatever the layout of the chunks.
+
+    ``replay=True`` steps with :func:`sl.replay_step`: each block layout's step is captured
+    once and then replayed as its plain torch calls, without the layers' Python (eval only,
+    as ``compile``). On a CPU, for small blocks, it is the fastest of the three.
     """
 
     def __init__(
@@ -211,14 +215,21 @@ class Streamer:
         constants: Constants | None = None,
         grad: bool = False,
         compile: bool = False,
+        replay: bool = False,
     ) -> None:
         if not layer.supports_step:
             raise ValueError(f"{type(layer).__name__} does not support step(); it cannot be streamed.")
-        if compile and (training or grad):
-            raise ValueError(
-                f"Streamer for {type(layer).__name__}: compile=True runs the compiled eval step (sl.compile_step); "
-                "it cannot train or keep gradients. Pass training=False and grad=False, or compile=False."
-            )
+        for flag, what in (
+            (compile, "compile=True runs the compiled eval step (sl.compile_step)"),
+            (replay, "replay=True replays the captured eval step (sl.replay_step)"),
+        ):
+            if flag and (training or grad):
+                raise ValueError(
+                    f"Streamer for {type(layer).__name__}: {what}; it cannot train or keep gradients. Pass "
+                    "training=False and grad=False, or leave it off."
+                )
+        if compile and replay:
+            raise ValueError(f"Streamer for {type(layer).__name__}: pass compile=True or replay=True, not both.")
         self.layer = layer
         self.batch_size = batch_size
         self.training = training
@@ -231,6 +242,10 @@ class Streamer:
             from sl.deploy import compile_step  # deploy imports this module's neighbours
 
             self._step = compile_step(layer, constants=constants, frozen=True)
+        elif replay:
+            from sl.replay import replay_step
+
+            self._step = replay_step(layer, constants=constants)
         self.reset()
 
     def reset(self) -> None:
@@ -248,10 +263,13 @@ class Streamer:
         pending = self._pending
         if pending is not None:
             x = pending.concatenate(x)
-        t = x.values.shape[1]
+        values, mask = x.values, x.mask
+        t = values.shape[1]
         usable = t - t % self._block
         if usable < t:
-            self._pending, x = x[:, usable:], x[:, :usable]
+            cut = type(x)._trusted
+            self._pending = cut(values[:, usable:], mask[:, usable:])
+            x = cut(values[:, :usable], mask[:, :usable])
         else:
             self._pending = None
         if self._step is not None and usable:  # (an empty step runs eagerly: no graph for length 0)

@@ -16,6 +16,8 @@ own copies:
   :func:`state_full`;
 * input sizes inferred at the first call: :class:`LazyInputSize` (see :mod:`sl.lazy`);
 * streaming-time checks without host syncs: :func:`check_in_stream`;
+* the form an operation takes in a traced step: :func:`is_replay_capturing` (see
+  :mod:`sl.replay`);
 * the error types of the contract checks: :class:`SpecMismatchError`,
   :class:`StateMismatchError`.
 
@@ -38,6 +40,7 @@ from sl.errors import SpecMismatchError, StateMismatchError
 from sl.initializers import lecun_normal_, reference_fan_in, reference_fans, variance_scaling_
 from sl.layer import SequenceLayer, get_constant
 from sl.lazy import LazyInputSize, has_uninitialized_parameters
+from sl.replay import is_replay_capturing
 from sl.types import PaddingMode
 from sl.validation import as_shape, check_float_dtype, check_positive_int, check_real, coerce_enum
 
@@ -55,6 +58,7 @@ __all__ = [
     "get_constant",
     "has_uninitialized_parameters",
     "is_floating",
+    "is_replay_capturing",
     "layer_device",
     "lecun_normal_",
     "padding",

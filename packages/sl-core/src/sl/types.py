@@ -244,6 +244,8 @@ class Sequence:
         return self.mask.sum(dim=1)
 
     def __getitem__(self: SequenceSelf, index: Any) -> SequenceSelf:
+        if type(index) is tuple and len(index) == 2 and type(index[0]) is slice and type(index[1]) is slice:
+            return type(self)._trusted(self.values[index], self.mask[index])  # x[:, a:b], a stream's usual cut
         if isinstance(index, slice):
             index = (index,)
         if not isinstance(index, tuple) or not all(isinstance(i, slice) for i in index[:2]):

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from sl.layer import SequenceLayer
-from sl.toolkit import PaddingMode, check_positive_int, layer_device
+from sl.toolkit import PaddingMode, check_positive_int, is_replay_capturing, layer_device
 from sl.toolkit import padding as P
 from sl.types import ChannelSpec, Constants, ReceptiveField, Sequence, State
 from sl_dsp import signal as S
@@ -84,11 +84,12 @@ class _Windowed(ConstantCache):
 def _magnitude(z: torch.Tensor) -> torch.Tensor:
     """``|z|``. With autograd (``abs``'s gradient at 0 is 0, ``hypot``'s NaN), under torch.export
     (ONNX has no ``hypot``) and on small eager tensors (a streamed block: one kernel instead of
-    four), complex ``abs``; otherwise ``hypot`` of the real and imaginary parts, the same values
-    (to an ulp) about twice as fast on CPU for a layer-wise spectrogram, and what inductor fuses."""
+    four; a step :func:`sl.replay_step` captures runs eagerly too), complex ``abs``; otherwise
+    ``hypot`` of the real and imaginary parts, the same values (to an ulp) about twice as fast
+    on CPU for a layer-wise spectrogram, and what inductor fuses."""
     if z.requires_grad or torch.compiler.is_exporting():
         return z.abs()
-    if z.numel() < _SMALL_MAGNITUDE and not torch.compiler.is_compiling():
+    if z.numel() < _SMALL_MAGNITUDE and (not torch.compiler.is_compiling() or is_replay_capturing()):
         return z.abs()
     parts = torch.view_as_real(z)
     return torch.hypot(parts[..., 0], parts[..., 1])
