@@ -77,11 +77,13 @@ def _builder(spec: pytree.TreeSpec) -> Callable[[list[Any]], Any]:
 
 
 class _Graph:
-    """One captured step: where each graph input comes from (an input leaf or a fixed tensor),
-    where each output leaf comes from (a graph output, an input leaf or a fixed tensor), and how
-    the output leaves make ``(y, new_state)``."""
+    """One captured step, as a generated function ``run(leaves) -> ((y, new_state), out_leaves)``
+    of the input leaves ``[x.values, x.mask, *state]``: it calls the graph with its inputs (input
+    leaves or fixed tensors), picks each output leaf (a graph output, an input leaf or a fixed
+    tensor) and builds ``(y, new_state)`` from them. ``state_key``: the structure and layout of
+    the states it returns."""
 
-    __slots__ = ("build", "forward", "inputs", "outputs", "state_key")
+    __slots__ = ("run", "state_key")
 
     def __init__(
         self,
@@ -91,18 +93,22 @@ class _Graph:
         out_spec: pytree.TreeSpec,
         state_key: tuple[Any, ...],
     ) -> None:
-        self.forward = forward
-        self.inputs = inputs
-        self.outputs = outputs
-        self.build = _builder(out_spec)
-        self.state_key = state_key  # the structure and layout of the states it returns
+        names: dict[str, Any] = {"forward": forward, "build": _builder(out_spec)}
 
-    def __call__(self, leaves: list[torch.Tensor]) -> tuple[Any, list[torch.Tensor]]:
-        """``((y, new_state), output leaves)`` for the input leaves ``[x.values, x.mask, *state]``."""
-        args = [leaves[i] if kind == _INPUT else i for kind, i in self.inputs]
-        results = self.forward(*args) if self.forward is not None else ()
-        out = [results[i] if kind == _GRAPH else (leaves[i] if kind == _INPUT else i) for kind, i in self.outputs]
-        return self.build(out), out
+        def ref(kind: int, value: Any, n: int) -> str:
+            if kind == _GRAPH:
+                return f"r[{value}]"
+            if kind == _INPUT:
+                return f"a[{value}]"
+            names[f"f{n}"] = value
+            return f"f{n}"
+
+        args = ", ".join(ref(kind, value, n) for n, (kind, value) in enumerate(inputs))
+        outs = ", ".join(ref(kind, value, len(inputs) + n) for n, (kind, value) in enumerate(outputs))
+        call = f"forward({args})" if forward is not None else "()"
+        exec(f"def run(a):\n    r = {call}\n    o = [{outs}]\n    return build(o), o\n", names)  # no user text
+        self.run: Callable[[list[torch.Tensor]], tuple[Any, list[torch.Tensor]]] = names["run"]
+        self.state_key = state_key
 
 
 def _layout(leaves: list[Any]) -> tuple[Any, ...]:
@@ -242,9 +248,9 @@ def replay_step(
         if isinstance(graph, _Graph):
             if torch.is_grad_enabled():
                 with torch.no_grad():
-                    (y, new_state), out = graph(leaves)
+                    (y, new_state), out = graph.run(leaves)
             else:  # already under no_grad / inference_mode (a live loop): no context to enter
-                (y, new_state), out = graph(leaves)
+                (y, new_state), out = graph.run(leaves)
             new_leaves, new_key = out[2:], graph.state_key
         else:
             # A layout that runs eagerly, or a lazy layer, which sizes its parameters in an eager step first.
