@@ -189,3 +189,14 @@ class ZeroStuff(sl.PreservesType, sl.PreservesShape, sl.Stateless):
         zeros = torch.zeros((b, t, self.rate - 1, *x.values.shape[2:]), dtype=x.dtype)
         v = torch.cat([x.values[:, :, None], zeros], 2).reshape(b, t * self.rate, *x.values.shape[2:])
         return type(x)(v, x.mask.repeat_interleave(self.rate, dim=1))
+
+
+def stateful_stream_model() -> sl.Serial:
+    """A small stack with every kind of step state: a projection, a delay buffer, a step counter
+    (the timing signal) and a lookahead (input latency), on 4 channels."""
+    return sl.Serial(
+        sl.Dense(4, 4),
+        sl.Delay(2, delay_layer_output=False),
+        sl.AddTimingSignal(only_advance_position_for_valid_timesteps=False),
+        sl.Lookahead(1),
+    )

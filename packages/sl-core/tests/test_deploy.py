@@ -6,23 +6,14 @@ import warnings
 
 import pytest
 import torch
-from support_layers import NonSteppable
+from support_layers import NonSteppable, stateful_stream_model
 
 import sl
 from sl.testing import assert_sequences_close, random_sequence
 
 
-def _model():
-    return sl.Serial(
-        sl.Dense(4, 4),
-        sl.Delay(2, delay_layer_output=False),
-        sl.AddTimingSignal(only_advance_position_for_valid_timesteps=False),
-        sl.Lookahead(1),
-    )
-
-
 def test_compile_step_matches_eager():
-    layer = _model().eval()
+    layer = stateful_stream_model().eval()
     x = random_sequence(2, 12, 4, random_mask=True)
     step = sl.compile_step(layer, backend="eager")
     state = eager = layer.get_initial_state(2, x.channel_spec)
@@ -33,7 +24,7 @@ def test_compile_step_matches_eager():
 
 
 def test_streaming_module_names_and_sizes_its_state():
-    module = sl.StreamingModule(_model(), 2, ((4,), torch.float32))
+    module = sl.StreamingModule(stateful_stream_model(), 2, ((4,), torch.float32))
     assert module.state_names == ["state_1_values", "state_1_mask", "state_2", "state_3"]
     # Delay(2): values [2, 2, 4] float32 + mask [2, 2] bool; timing counter [2, 1] int32; countdown [2] int32.
     assert module.state_bytes(per_stream=False) == 2 * 2 * 4 * 4 + 2 * 2 + 2 * 4 + 2 * 4
@@ -46,7 +37,7 @@ def test_streaming_module_names_and_sizes_its_state():
 
 
 def test_exported_stream_equals_eager():
-    layer = _model().eval()
+    layer = stateful_stream_model().eval()
     program, module = sl.export_step(layer, 2, ((4,), torch.float32), block=3)
     x = random_sequence(2, 30, 4, random_mask=True)
     run = program.module()
@@ -72,7 +63,7 @@ def test_exporting_what_cannot_stream_is_a_clear_error():
 
 def test_onnx_round_trip(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    layer = _model().eval()
+    layer = stateful_stream_model().eval()
     path = tmp_path / "model.onnx"
     module = sl.export_onnx(layer, 2, ((4,), torch.float32), str(path))
     session = ort.InferenceSession(str(path))
@@ -84,7 +75,7 @@ def test_onnx_round_trip(tmp_path):
 
 
 def test_frozen_compile_step_matches_eager():
-    layer = _model().eval()
+    layer = stateful_stream_model().eval()
     x = random_sequence(2, 12, 4, random_mask=True)
     step = sl.compile_step(layer, backend="eager", frozen=True)
     state = eager = layer.get_initial_state(2, x.channel_spec)
@@ -123,7 +114,7 @@ def test_frozen_compile_steps_of_two_layers_stay_apart():
 
 
 def test_frozen_compile_step_checks_input_and_state():
-    layer = _model().eval()
+    layer = stateful_stream_model().eval()
     step = sl.compile_step(layer, backend="eager", frozen=True)
     x = random_sequence(2, 1, 4)
     with pytest.raises(TypeError, match=r"sl.compile_step\(Serial\) expects an sl.Sequence input; got Tensor"):

@@ -7,19 +7,10 @@ import warnings
 
 import pytest
 import torch
-from support_layers import NonSteppable
+from support_layers import NonSteppable, stateful_stream_model
 
 import sl
 from sl.testing import assert_sequences_close, random_sequence
-
-
-def _model():
-    return sl.Serial(
-        sl.Dense(4, 4),
-        sl.Delay(2, delay_layer_output=False),
-        sl.AddTimingSignal(only_advance_position_for_valid_timesteps=False),
-        sl.Lookahead(1),
-    )
 
 
 def _replays(step, layer, blocks, batch, spec):
@@ -37,7 +28,7 @@ def _replays(step, layer, blocks, batch, spec):
 @pytest.mark.parametrize(
     "make",
     [
-        _model,
+        stateful_stream_model,
         lambda: sl.Serial(sl.Dense(4, 6), sl.Downsample1D(2), sl.Relu(), sl.Upsample1D(2)),
         lambda: sl.Residual(sl.Dense(4, 4), sl.Tanh()),
         lambda: sl.Identity(),
@@ -77,7 +68,7 @@ def test_replay_step_sees_parameters_updated_in_place():
 
 
 def test_replay_step_checks_input_and_foreign_state():
-    layer = _model().eval()
+    layer = stateful_stream_model().eval()
     step = sl.replay_step(layer)
     x = random_sequence(2, 1, 4)
     with pytest.raises(TypeError, match=r"sl.replay_step\(Serial\) expects an sl.Sequence input; got Tensor"):
@@ -108,7 +99,7 @@ def test_replay_step_runs_eagerly_what_cannot_be_captured_with_one_warning():
 
 
 def test_replay_step_past_max_graphs_steps_eagerly_with_one_warning():
-    layer = _model().eval()
+    layer = stateful_stream_model().eval()
     x = random_sequence(2, 21, 4, random_mask=True)
     step = sl.replay_step(layer, max_graphs=2)
     blocks, t = [], 0
