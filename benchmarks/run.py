@@ -672,7 +672,7 @@ def _mlp() -> sl.SequenceLayer:
 
 
 def deploy(quick: bool, threads: int) -> Iterator[dict[str, Any]]:
-    """Per-step latency of exported streaming models: eager, compiled, exported, AOTInductor, onnxruntime."""
+    """Per-step latency of exported streaming models: eager, compiled, replayed, exported, AOTInductor, onnxruntime."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -697,6 +697,9 @@ def deploy(quick: bool, threads: int) -> Iterator[dict[str, Any]]:
                 compiled = sl.compile_step(model)
                 compiled(one, state)
             times["compiled"] = _Stream(compiled, one, model.get_initial_state(1, one.channel_spec))
+            replayed = sl.replay_step(model)
+            torch.testing.assert_close(replayed(one, state)[0].values, y_ref.values, rtol=1e-5, atol=1e-5)
+            times["replay"] = _Stream(replayed, one, model.get_initial_state(1, one.channel_spec))
             program, module = sl.export_step(model, 1, one.channel_spec)
             times["exported"] = _FlatStream(program.module(), (one.values, one.mask), module.initial_state(), 2)
             runner = _aoti(program, f"deploy-{name}")
@@ -809,13 +812,14 @@ def markdown(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
             "",
             "| model (batch 1, one block per call) | "
             + " | ".join(impls)
-            + " | onnxruntime / eager | onnxruntime / compiled | aoti / compiled |",
+            + " | replay / eager | onnxruntime / eager | onnxruntime / compiled | aoti / compiled |",
         ]
-        lines.append("|---" * (len(impls) + 4) + "|")
+        lines.append("|---" * (len(impls) + 5) + "|")
         for r in dep:
             cells = [_fmt_s(r.get(f"{k}_s")) for k in impls]
             lines.append(
-                f"| {r['model']} | " + " | ".join(cells) + f" | {_fmt_r(r.get('onnxruntime_over_eager'))} "
+                f"| {r['model']} | " + " | ".join(cells) + f" | {_fmt_r(r.get('replay_over_eager'))} "
+                f"| {_fmt_r(r.get('onnxruntime_over_eager'))} "
                 f"| {_fmt_r(r.get('onnxruntime_over_compiled'))} | {_fmt_r(r.get('aoti_over_compiled'))} |"
             )
     mem = [r for r in results if r["workload"] == "memory" and "error" not in r]
