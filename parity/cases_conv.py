@@ -192,6 +192,23 @@ def _conv3d() -> LayerCase:
                 time=9,
             )
         )
+    # One input channel, the last spatial axis strided down to one output position: torch's CPU
+    # convolution miscomputes the ambiguous-stride view of such an input (found by fuzzing).
+    configs.append(
+        Config(
+            "one input channel, k(1, 1, 5) s(1, 1, 2)",
+            ref(
+                "Conv3D",
+                filters=3,
+                kernel_size=(1, 1, 5),
+                strides=(1, 1, 2),
+                spatial_padding=("same", "reverse_causal"),
+            ),
+            ours("Conv3D", 1, 3, (1, 1, 5), stride=(1, 1, 2), spatial_padding=("same", "reverse_causal")),
+            (4, 1, 1),
+            time=7,
+        )
+    )
     return LayerCase("Conv3D", configs, group="convolution")
 
 

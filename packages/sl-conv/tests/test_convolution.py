@@ -193,6 +193,28 @@ def test_conv2d_and_conv3d_match_torch():
     torch.testing.assert_close(y3.values, want3.permute(0, 2, 3, 4, 1))
 
 
+@pytest.mark.parametrize("long", [False, True])
+def test_one_input_channel_with_a_strided_last_axis_matches_torch(long):
+    """One input channel: torch's CPU convolution miscomputes the channels-first view of ``[B, T, *S, 1]``
+    (ambiguous strides) when the last axis is strided down to one output position; found by fuzzing
+    Conv3D against the reference."""
+    t = 100 if long else 6  # both sides of the channels-last threshold
+
+    def fresh(v: torch.Tensor) -> torch.Tensor:  # standard contiguous strides, not ambiguous ones
+        return torch.empty(v.shape, dtype=v.dtype).copy_(v)
+
+    x3 = random_sequence(3, t, 4, 1, 1)
+    layer3 = _randomize_bias(Conv3D(1, 3, (1, 1, 5), stride=(1, 1, 2), spatial_padding=("same", "reverse_causal")))
+    v3 = fresh(torch.nn.functional.pad(x3.values.permute(0, 4, 1, 2, 3), (0, 4)))
+    want3 = torch.nn.functional.conv3d(v3, layer3.weight, layer3.bias, (1, 1, 2)).permute(0, 2, 3, 4, 1)
+    torch.testing.assert_close(layer3.layer(x3, training=False).values, want3, rtol=1e-5, atol=1e-5)
+    x2 = random_sequence(2, t, 5, 1)
+    layer2 = _randomize_bias(Conv2D(1, 2, (3, 3), stride=(1, 3), time_padding="causal", spatial_padding="valid"))
+    v2 = fresh(torch.nn.functional.pad(x2.mask_invalid().values.permute(0, 3, 1, 2), (0, 0, 2, 0)))
+    want2 = torch.nn.functional.conv2d(v2, layer2.weight, layer2.bias, (1, 3)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(layer2.layer(x2, training=False).values, want2, rtol=1e-5, atol=1e-5)
+
+
 def test_depthwise_is_grouped_conv():
     x = random_sequence(2, 8, 3)
     dw = _randomize_bias(DepthwiseConv1D(3, 3, padding="causal", depth_multiplier=2))

@@ -393,6 +393,12 @@ def _flax_tree(shapes: dict[str, Any], seed: int = 0) -> dict[str, Any]:
                 "batch_stats": {"BatchNorm_0": {"mean": (5,), "var": (5,)}},
             },
         ),
+        (
+            # The reference's use_scale=False, use_bias=False: its variables hold batch_stats only.
+            lambda: BatchNormalization(affine=False),
+            lambda: BatchNormalization(5, affine=False),
+            {"batch_stats": {"BatchNorm_0": {"mean": (5,), "var": (5,)}}},
+        ),
     ],
 )
 def test_lazy_layers_are_built_by_load_flax_params(lazy, eager, variables):

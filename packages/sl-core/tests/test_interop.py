@@ -203,6 +203,24 @@ def test_other_collections_load_into_buffers() -> None:
         )
 
 
+def test_variables_without_params_collection() -> None:
+    """A model whose reference variables hold only running statistics (no ``params``)."""
+
+    class ToyStats(sl.PreservesType, sl.PreservesShape, sl.Stateless):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(channels))
+
+        def layer(self, x: Sequence, *, training: bool | None = None, constants: Constants | None = None) -> Sequence:
+            return x.apply_values(lambda v: v - self.mean)
+
+    reg = ConverterRegistry()
+    reg.register(ToyStats, lambda m, v: v.assign(m.mean, "mean", collection="batch_stats"))
+    mean = _rand(3)
+    layer = load_flax_params(ToyStats(3), {"batch_stats": {"mean": mean}}, converters=reg)
+    np.testing.assert_array_equal(layer.mean.numpy(), mean)
+
+
 def test_layer_without_converter_is_an_error() -> None:
     with pytest.raises(ConversionError, match=r"no converter: ToyUnconvertible at layers.0"):
         load_flax_params(sl.Serial(ToyUnconvertible()), {"params": {"layers_0": {"w": _rand(2)}}})

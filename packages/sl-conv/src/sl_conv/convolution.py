@@ -483,6 +483,13 @@ class _Conv(_ConvBase):
             v = F.pad(v, pads)
         channels_last = _use_channels_last(v)
         v = v.movedim(-1, 1)
+        if v.shape[1] == 1:
+            # One input channel: that view's size-1 channel axis has stride 1, so its strides are
+            # ambiguous between the contiguous and channels-last layouts, and torch's CPU (oneDNN)
+            # convolution then computes wrong values for some shapes (a 2-D/3-D convolution whose
+            # last axis is strided down to one output position, batch > 1; cf. pytorch#82060).
+            # The same memory with the standard contiguous strides (a view, no copy) avoids it.
+            v = v.squeeze(1).unsqueeze(1)
         if self._rank == 1 and channels_last:
             y = F.conv2d(v.unsqueeze(2), w.unsqueeze(2), b, (1, self._s), 0, (1, self._d), self.groups).squeeze(2)
         elif self._rank == 1:

@@ -442,7 +442,8 @@ class BatchNormalization(_LazyNorm, PreservesShape, PreservesType, Stateless):
 
     ``step`` works in eval only: training statistics depend on future timesteps, so a
     training ``step`` raises ValueError (as in the reference). ``affine=False`` drops
-    ``weight`` and ``bias``; ``bias=False`` the bias only. Default ``eps=1e-3``.
+    ``weight`` and ``bias``; ``bias=False`` the bias only (the reference's
+    ``use_scale``/``use_bias``; a bias without a scale is not offered). Default ``eps=1e-3``.
     """
 
     lazy_input_arg = "num_features"

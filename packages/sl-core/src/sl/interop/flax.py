@@ -290,10 +290,16 @@ def _convert(module: torch.nn.Module, variables: Variables, ctx: _Context) -> No
         ctx.failed_modules.update(id(m) for m in module.modules())
 
 
+# Flax collections that mark a variable dict (``model.init(...)``'s result) even without
+# ``params``: a layer with no parameters but running statistics (a reference BatchNormalization
+# with ``use_scale=False, use_bias=False``) initialises to ``{"batch_stats": {...}}`` alone.
+_COLLECTION_KEYS = ("params", "batch_stats")
+
+
 def _split_collections(variables: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     if not _is_tree(variables):
         raise TypeError(f"load_flax_params expects a mapping of variables; got {type(variables).__name__}.")
-    if "params" in variables and all(_is_tree(v) for v in variables.values()):
+    if any(k in variables for k in _COLLECTION_KEYS) and all(_is_tree(v) for v in variables.values()):
         return {str(k): v for k, v in variables.items()}
     return {"params": variables}
 
@@ -308,9 +314,10 @@ def load_flax_params(
     """Copies a sequence-layers (Flax) variable tree into ``model`` in place; returns it.
 
     ``variables`` is what the reference's ``model.init(...)`` returns
-    (``{"params": {...}, "batch_stats": {...}}``) or just the ``params`` tree. Leaves may
-    be numpy/jax arrays or Flax ``Partitioned`` boxes. Layouts are converted by the
-    converter of each layer class (``Dense`` kernel ``[in, out]`` -> weight ``[out, in]``).
+    (``{"params": {...}, "batch_stats": {...}}``, recognised by either key) or just the
+    ``params`` tree. Leaves may be numpy/jax arrays or Flax ``Partitioned`` boxes. Layouts
+    are converted by the converter of each layer class (``Dense`` kernel ``[in, out]`` ->
+    weight ``[out, in]``).
 
     Raises :class:`ConversionError` listing every missing, extra, mis-shaped value (by its
     full path, e.g. ``params/layers_0/kernel``) and every sl parameter left unset. With
