@@ -1,6 +1,6 @@
 """The shared suite over every example sl-attention registers (sl.testing.suite): the contract in
-float32 and bfloat16 with contiguous and random masks, config round trips, compiled and
-exported steps, and the plugin's installation."""
+float32 and bfloat16 with contiguous and random masks, config round trips, compiled,
+replayed and exported steps, and the plugin's installation."""
 
 import pytest
 
@@ -22,6 +22,11 @@ def test_step_compiles(example):
 @pytest.mark.parametrize("example", suite.steppable_examples(PLUGIN))
 def test_step_exports(example):
     suite.check_step_exports(example)
+
+
+@pytest.mark.parametrize("example", suite.steppable_examples(PLUGIN))
+def test_step_replays(example):
+    suite.check_step_replays(example)
 
 
 def test_plugin_installed():

@@ -53,6 +53,7 @@ __all__ = [
     "check_step_compiles",
     "check_step_exports",
     "check_step_onnx",
+    "check_step_replays",
     "contract_cases",
     "run_contract_case",
     "steppable_examples",
@@ -192,6 +193,33 @@ def check_step_exports(example: LayerExample, *, steps: int = 100) -> None:
     pytree.tree_map(
         lambda a, b: torch.testing.assert_close(a, b, rtol=tol, atol=tol), tuple(flat), module.flatten_state(state)
     )
+
+
+def check_step_replays(example: LayerExample, *, steps: int = 12) -> None:
+    """:func:`sl.replay_step` over a stream (single blocks, then double ones: three captured
+    layouts) equals eager ``step`` block for block and in the final state (float32: 1e-6), and
+    every step is captured (a step that falls back to eager fails here)."""
+    import warnings
+
+    from sl.replay import replay_step
+
+    layer = example.layer.eval()
+    x, constants, block = _stream_inputs(example, steps)
+    replayed = replay_step(layer, constants=constants)
+    state = ours = layer.get_initial_state(x.values.shape[0], x.channel_spec, constants=constants)
+    tol = 1e-6 if x.dtype in (torch.float32, torch.float64) else 1e-5
+    half = (steps // 2) * block
+    cuts = [(t, t + block) for t in range(0, half, block)]
+    cuts += [(t, t + 2 * block) for t in range(half, steps * block - 2 * block + 1, 2 * block)]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for start, stop in cuts:
+            xb = x[:, start:stop]
+            yb, state = layer.step(xb, state, constants=constants)
+            got, ours = replayed(xb, ours)
+            assert torch.equal(got.mask, yb.mask), f"{example.label}: replayed step mask differs at {start}"
+            torch.testing.assert_close(got.values, yb.values, rtol=tol, atol=tol, equal_nan=True)
+    pytree.tree_map(lambda a, b: torch.testing.assert_close(a, b, rtol=tol, atol=tol), ours, state)
 
 
 def check_step_onnx(example: LayerExample, tmp_path: Any, *, steps: int = 30) -> None:
