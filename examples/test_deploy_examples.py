@@ -1,5 +1,6 @@
 """Every steppable example model deploys (issue 13): its step compiles with
-``torch.compile(fullgraph=True)`` (zero graph breaks) and gives the eager results; its
+``torch.compile(fullgraph=True)`` (zero graph breaks) and gives the eager results, as does its
+``sl.replay_step`` (every step captured, no fallback); its
 ``sl.export_step`` program over a 100-block stream equals eager ``step`` (float32, 1e-6);
 and its ``sl.export_onnx`` graph runs in onnxruntime with the same agreement (1e-5), except
 where the model says why it cannot (a complex spectrum inside).
@@ -89,3 +90,8 @@ def test_step_exports_and_streams_100_blocks(example):
 def test_step_runs_in_onnxruntime(example, tmp_path):
     pytest.importorskip("onnxscript")
     suite.check_step_onnx(example, tmp_path)
+
+
+@pytest.mark.parametrize("example", MODELS)
+def test_step_replays(example):
+    suite.check_step_replays(example)
