@@ -174,3 +174,19 @@ def test_replay_step_of_a_lazy_layer_sizes_it_eagerly_then_captures():
         step(x[:, :2], layer.get_initial_state(2, x.channel_spec))
         assert not sl.lazy.has_uninitialized_parameters(layer)
         _replays(step, layer, [x[:, t : t + 2] for t in range(2, 6, 2)], 2, x.channel_spec)
+
+
+def test_replay_step_restarts_from_a_fresh_state_after_the_returned_one_is_dropped():
+    # A new state may be allocated where a dropped one lived (same id()): it must not be
+    # mistaken for the state the last call returned.
+    layer = stateful_stream_model().eval()
+    x = random_sequence(2, 6, 4, random_mask=True)
+    step = sl.replay_step(layer)
+    for _ in range(3):
+        state = layer.get_initial_state(2, x.channel_spec)
+        y, state = step(x[:, :1], state)
+        y, state = step(x[:, 1:2], state)
+        del state
+        fresh = layer.get_initial_state(2, x.channel_spec)
+        y, _ = step(x[:, 2:3], fresh)
+        assert_sequences_close(y, layer.step(x[:, 2:3], layer.get_initial_state(2, x.channel_spec))[0], rtol=0, atol=0)

@@ -15,7 +15,9 @@ capture, as with :func:`sl.compile_step` ``(frozen=True)``: move or convert the 
 Safety: a graph only runs on exactly the layout it was traced on; a new layout is traced
 (up to ``max_graphs`` per step function, then it runs eagerly), a step dynamo cannot capture
 as one graph runs eagerly, and each of these says so once with a RuntimeWarning. A state the
-replay did not return is validated against ``get_initial_state`` as ``layer.step`` would.
+replay did not return is validated against ``get_initial_state`` as ``layer.step`` would; the
+state it returned is trusted as it was returned (mutating its containers in place, rather
+than stepping, is not seen).
 """
 
 from __future__ import annotations
@@ -147,7 +149,9 @@ def replay_step(
     name = type(layer).__name__
     graphs: dict[Any, _Graph | None] = {}
     tokens: dict[pytree.TreeSpec, int] = {}  # state structures, numbered (hashing a TreeSpec is slow)
-    last: list[Any] = [0, None, None]  # id of the state the last call returned, its leaves, its key
+    # The state the last call returned (held, so that no other object can take its id), its
+    # leaves and its key. It is trusted as returned: mutating its containers in place is not seen.
+    last: list[Any] = [None, None, None]
     warned: set[str] = set()
 
     def token(spec: pytree.TreeSpec) -> int:
@@ -235,7 +239,7 @@ def replay_step(
     def step(x: Sequence, state: State) -> tuple[Sequence, State]:
         if not isinstance(x, Sequence):
             raise TypeError(f"sl.replay_step({name}) expects an sl.Sequence input; got {type(x).__name__}.")
-        if id(state) == last[0]:  # the state this function returned last: its leaves are known
+        if state is last[0] and state is not None:  # the state this function returned last: leaves known
             leaves = [x.values, x.mask, *last[1]]
             key: Any = (_input_layout(x), last[2])
         else:
@@ -265,7 +269,7 @@ def replay_step(
             new_leaves, new_spec = pytree.tree_flatten(new_state)
             new_key = (token(new_spec), _layout(new_leaves))
         remember_step_state(layer, x, new_state, False)
-        last[0], last[1], last[2] = id(new_state), new_leaves, new_key
+        last[0], last[1], last[2] = new_state, new_leaves, new_key
         return y, new_state
 
     return step
