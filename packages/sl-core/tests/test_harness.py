@@ -127,6 +127,18 @@ class PythonIntState(CausalFIR):
         return y, (buf, count + 1)
 
 
+class EmptyStepCounts(CausalFIR):
+    """Correct outputs, but counts calls (not timesteps) in a tensor: a 0-length block moves it."""
+
+    def get_initial_state(self, batch_size, input_spec, *, training=None, constants=None):
+        return (super().get_initial_state(batch_size, input_spec), torch.zeros((), dtype=torch.int64))
+
+    def step(self, x, state, *, training=None, constants=None):
+        buf, calls = state
+        y, buf = super().step(x, buf, training=training, constants=constants)
+        return y, (buf, calls + 1)
+
+
 class WrongReceptiveField(CausalFIR):
     """Looks back taps - 1 steps but declares (0, 0)."""
 
@@ -202,6 +214,7 @@ BROKEN = [
     ("spec", lambda: LyingDtype(), (2,), {}),
     ("spec", lambda: LyingShape(), (2,), {}),
     ("step", lambda: StepDisagrees(3), (2,), {}),
+    ("empty_step", lambda: EmptyStepCounts(3), (2,), {}),
     ("gradients", lambda: StepDetaches(3), (2,), {}),
     ("compile", lambda: ItemInStep(3), (2,), {"compile": True, "compile_backend": "eager"}),
     ("compile", lambda: BranchInStep(3), (2,), {"compile": True, "compile_backend": "eager"}),

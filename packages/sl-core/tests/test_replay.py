@@ -190,3 +190,21 @@ def test_replay_step_restarts_from_a_fresh_state_after_the_returned_one_is_dropp
         fresh = layer.get_initial_state(2, x.channel_spec)
         y, _ = step(x[:, 2:3], fresh)
         assert_sequences_close(y, layer.step(x[:, 2:3], layer.get_initial_state(2, x.channel_spec))[0], rtol=0, atol=0)
+
+
+def test_streamer_replayed_keeps_its_state_across_chunks_that_complete_no_block():
+    # Chunks shorter than the block: most pushes step nothing. The state stays the object the
+    # replayed step returned, so no step goes back through validation and new captures.
+    layer = sl.Serial(sl.Dense(4, 4), sl.Downsample1D(4), sl.Delay(1, delay_layer_output=False)).eval()
+    x = random_sequence(2, 24, 4, random_mask=True)
+    eager, replayed = sl.Streamer(layer, 2, x.channel_spec), sl.Streamer(layer, 2, x.channel_spec, replay=True)
+    outs = []
+    for streamer in (eager, replayed):
+        parts = []
+        for t in range(24):
+            before = streamer.state
+            parts.append(streamer.push(x[:, t : t + 1]))
+            if streamer is replayed and (t + 1) % 4:  # no whole block yet
+                assert streamer.state is before
+        outs.append(sl.Sequence.concatenate_sequences([*parts, streamer.flush()]))
+    assert_sequences_close(outs[1], outs[0], rtol=0, atol=0)

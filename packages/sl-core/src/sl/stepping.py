@@ -279,7 +279,12 @@ class Streamer:
             y, self.state = self._step(x, self.state)
         else:
             with _grad_context(self.grad):
-                y, self.state = self.layer.step(x, self.state, training=self.training, constants=self.constants)
+                y, state = self.layer.step(x, self.state, training=self.training, constants=self.constants)
+            if usable or self._step is None:
+                self.state = state
+            # else: a chunk that completes no block. Its step leaves the state as it was (the
+            # contract's empty step), and keeping the object keeps the compiled or replayed step's
+            # fast path, which trusts the state it returned.
         return self._drop_latency(y)
 
     def _drop_latency(self, y: Sequence) -> Sequence:

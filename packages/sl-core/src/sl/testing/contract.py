@@ -10,7 +10,7 @@
 5. ``batching``: garbage rows (NaN, mask True) added around the batch change nothing.
 6. ``spec`` / ``state``: outputs match ``get_output_spec``; the state keeps its
    structure, shapes and dtypes across steps. ``empty_step``: a 0-length block
-   steps to a 0-length output and a state of the same structure.
+   steps to a 0-length output and the same state (structure and values).
 7. ``receptive_field``: the declared receptive field equals the Jacobian's.
    ``latency``: when ``step`` disagrees with ``layer`` but would agree under a
    different output latency, the declared latency is wrong (reported instead of
@@ -266,6 +266,13 @@ def _check_empty_step(
         _check_state(layer, state0, state1)
     except ContractViolation as e:
         raise ContractViolation("empty_step", layer, f"after a 0-length block: {e}") from e
+    # The same values too: a Streamer keeps its state across a push that completes no block.
+    for i, (a, b) in enumerate(zip(pytree.tree_leaves(state0), pytree.tree_leaves(state1))):
+        if isinstance(a, torch.Tensor):
+            try:
+                torch.testing.assert_close(b, a, rtol=0, atol=0, equal_nan=True)
+            except AssertionError:
+                raise ContractViolation("empty_step", layer, f"a 0-length block changed state leaf {i}") from None
 
 
 def _output_cotangent(y: Sequence) -> torch.Tensor:
