@@ -202,7 +202,8 @@ class Streamer:
 
     ``replay=True`` steps with :func:`sl.replay_step`: each block layout's step is captured
     once and then replayed as its plain torch calls, without the layers' Python (eval only,
-    as ``compile``). On a CPU, for small blocks, it is the fastest of the three.
+    as ``compile``). On a CPU it beats the eager step on every benchmark model, and the
+    compiled one on the small ones (docs/deploy.md).
     """
 
     def __init__(
