@@ -137,9 +137,9 @@ def replay_step(
 
     For streaming small blocks on a CPU, where Python overhead dominates: the kernels are the
     eager ones, so results match ``layer.step`` to rounding (an operation may take the form it
-    has under ``torch.compile``, e.g. a magnitude as ``hypot``). A stream whose blocks have one
-    length needs two or three captures (the initial state's layout differs from a stepped
-    one's); each takes about as long as ``torch.compile`` tracing the step (a second or so),
+    has under ``torch.compile``, unless the layer checks :func:`is_replay_capturing`). A stream
+    whose blocks have one length needs two or three captures (the initial state's layout
+    differs from a stepped one's); each takes about as long as ``torch.compile`` tracing the step (a second or so),
     without code generation. ``sl.Streamer(..., replay=True)`` streams with it.
     """
     from sl.deploy import _check_steppable, _check_tensor_state  # deploy imports the stepping helpers
