@@ -139,6 +139,18 @@ class EmptyStepCounts(CausalFIR):
         return y, (buf, calls + 1)
 
 
+class DelayKeepsView(DelayStep):
+    """Correct outputs, but its state is a view of the input block, not a copy: a live loop that
+    refills one buffer for every block changes what the next step emits."""
+
+    def step(self, x, state, *, training=None, constants=None):
+        n = x.values.shape[1]
+        if n == 0:
+            return x, state
+        y = state.mask_invalid().concatenate(x[:, : n - 1].mask_invalid())
+        return y, sl.MaskedSequence._trusted(x.values[:, n - 1 :], x.mask[:, n - 1 :])
+
+
 class WrongReceptiveField(CausalFIR):
     """Looks back taps - 1 steps but declares (0, 0)."""
 
@@ -215,6 +227,7 @@ BROKEN = [
     ("spec", lambda: LyingShape(), (2,), {}),
     ("step", lambda: StepDisagrees(3), (2,), {}),
     ("empty_step", lambda: EmptyStepCounts(3), (2,), {}),
+    ("aliasing", lambda: DelayKeepsView(1), (2,), {}),
     ("gradients", lambda: StepDetaches(3), (2,), {}),
     ("compile", lambda: ItemInStep(3), (2,), {"compile": True, "compile_backend": "eager"}),
     ("compile", lambda: BranchInStep(3), (2,), {"compile": True, "compile_backend": "eager"}),

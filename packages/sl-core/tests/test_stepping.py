@@ -1,5 +1,7 @@
 """sl.step_by_step: blocks, padding of the tail, initial state, constants, emits."""
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -195,3 +197,23 @@ def test_stream_only_some_constants():
     sl.testing.verify_contract(layer, x, constants=constants, stream_constants=["s"], pad_constants=True)
     with pytest.raises(ValueError, match=r"stream_constants names constants that were not given: \['t'\]"):
         sl.step_by_step(layer, x, constants=constants, stream_constants=["t"])
+
+
+@pytest.mark.parametrize("mode", [{}, {"replay": True}, {"compile": True}], ids=["eager", "replay", "compile"])
+def test_streamer_takes_chunks_from_one_reused_buffer(mode):
+    """A live loop refills one buffer for every chunk (an audio callback's array): what the
+    streamer buffers of a partial block must be its own copy, not a view of that buffer."""
+    layer = sl.Serial(CausalFIR(3), Decimate(4), CausalFIR(2)).eval()
+    x = random_sequence(2, 42, 3, random_mask=True)
+    expected = layer.layer(x)
+    streamer = sl.Streamer(layer, 2, x.channel_spec, **mode)
+    buffer = sl.Sequence(torch.empty(2, 7, 3), torch.zeros(2, 7, dtype=torch.bool))
+    outputs = []
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # compile mode: a graph per chunk offset
+        for start in range(0, 42, 7):
+            buffer.values.copy_(x.values[:, start : start + 7])
+            buffer.mask.copy_(x.mask[:, start : start + 7])
+            outputs.append(streamer.push(buffer))
+        outputs.append(streamer.flush())
+    assert_sequences_close(expected, sl.Sequence.concatenate_sequences(outputs), rtol=1e-5, atol=1e-5)

@@ -189,6 +189,10 @@ class Streamer:
     Concatenating every returned chunk gives the layer-wise output of the concatenated
     input (plus any tail a layer owes beyond it).
 
+    A live loop may refill one chunk buffer for every ``push``: a partial block is copied when
+    buffered, layers keep copies in their state (the contract checks it), and the output of
+    ``push`` never shares memory with the chunk.
+
     Runs under ``torch.no_grad()`` unless ``grad=True``. For the lowest overhead in a
     live loop, also wrap it in ``torch.inference_mode()``. The state is
     ``streamer.state``; ``torch.save`` it to resume a stream elsewhere.
@@ -269,7 +273,10 @@ class Streamer:
         usable = t - t % self._block
         if usable < t:
             cut = type(x)._trusted
-            self._pending = cut(values[:, usable:], mask[:, usable:])
+            rest_values, rest_mask = values[:, usable:], mask[:, usable:]
+            if pending is None:  # a view of the caller's chunk, whose buffer a live loop refills: copy
+                rest_values, rest_mask = rest_values.clone(), rest_mask.clone()
+            self._pending = cut(rest_values, rest_mask)
             x = cut(values[:, :usable], mask[:, :usable])
         else:
             self._pending = None
@@ -310,7 +317,16 @@ class Streamer:
                 f"{tuple(self._input_spec.shape)} {self._input_spec.dtype}; got batch {chunk.values.shape[0]} and "
                 f"{chunk.channel_shape} {chunk.dtype}."
             )
-        return self._run(chunk)
+        y = self._run(chunk)
+        # A layer may hand back views of its input (a decimation's values, a passed-through mask):
+        # the output gets its own memory, so refilling the chunk's buffer leaves it as it was.
+        values, mask = y.values, y.mask
+        if _shares_memory(values, chunk) or _shares_memory(mask, chunk):
+            y = type(y)._trusted(
+                values.clone() if _shares_memory(values, chunk) else values,
+                mask.clone() if _shares_memory(mask, chunk) else mask,
+            )
+        return y
 
     def flush(self) -> Sequence:
         """Ends the stream and returns everything still owed; the streamer is reset after."""
@@ -330,6 +346,13 @@ class Streamer:
             parts.append(self._drop_latency(tail))
         self.reset()
         return Sequence.concatenate_sequences(parts)
+
+
+def _shares_memory(t: torch.Tensor, chunk: Sequence) -> bool:
+    if not t.numel():
+        return False
+    storage = t.untyped_storage().data_ptr()
+    return storage in (chunk.values.untyped_storage().data_ptr(), chunk.mask.untyped_storage().data_ptr())
 
 
 def _device_of(state: State) -> torch.device:

@@ -11,6 +11,8 @@
 6. ``spec`` / ``state``: outputs match ``get_output_spec``; the state keeps its
    structure, shapes and dtypes across steps. ``empty_step``: a 0-length block
    steps to a 0-length output and the same state (structure and values).
+   ``aliasing``: the state keeps copies, not views of the input block: the step pass
+   overwrites each block after its step, as a live loop refilling one buffer does.
 7. ``receptive_field``: the declared receptive field equals the Jacobian's.
    ``latency``: when ``step`` disagrees with ``layer`` but would agree under a
    different output latency, the declared latency is wrong (reported instead of
@@ -34,7 +36,7 @@ import torch.utils._pytree as pytree
 
 from sl.errors import SpecMismatchError
 from sl.layer import SequenceLayer
-from sl.stepping import run_steps, streamed_keys
+from sl.stepping import _block, _empty_output, run_steps, streamed_keys
 from sl.testing.sequences import fill_invalid, garbage_value, sequences_close
 from sl.types import ChannelSpec, Constants, Sequence, State
 
@@ -50,6 +52,7 @@ CHECKS = (
     "spec",
     "state",
     "empty_step",
+    "aliasing",
     "receptive_field",
     "compile",
 )
@@ -158,16 +161,42 @@ def _step_with_fn(
     step_fn: Callable[..., Any],
 ) -> tuple[Sequence, State]:
     size = layer.block_size
-    x = x.pad_to_multiple(size)
+    keys = streamed_keys(constants, stream_constants)
     outs = []
     for start in range(0, x.values.shape[1], size):
         c = constants
-        if stream_constants and constants is not None:
-            keys = streamed_keys(constants, stream_constants)
-            c = {k: (v[:, start : start + size] if k in keys else v) for k, v in constants.items()}
-        y, state = step_fn(x[:, start : start + size], state, c)
+        if keys and constants is not None:
+            c = {k: (_block(v, start, size) if k in keys else v) for k, v in constants.items()}
+        y, state = step_fn(_block(x, start, size), state, c)
         outs.append(y)
+    if not outs:
+        return _empty_output(layer, x, constants), state
     return Sequence.concatenate_sequences(outs), state
+
+
+def _scribble(t: torch.Tensor) -> None:
+    """Overwrites ``t`` in place with other values (as a caller reusing a buffer would)."""
+    if t.dtype == torch.bool:
+        t.logical_not_()
+    elif t.dtype.is_floating_point or t.dtype.is_complex:
+        t.fill_(float("nan"))
+    else:
+        t.add_(1)
+
+
+def _reused_blocks_step_fn(layer: SequenceLayer, training: bool) -> Callable[..., Any]:
+    """``layer.step`` on a copy of each block, overwritten after the step as a live loop reuses its
+    audio buffer: a state that keeps a view of its input (not a copy) changes the later steps."""
+
+    def step_fn(xb: Sequence, s: State, c: Constants | None) -> Any:
+        own = type(xb)._trusted(xb.values.clone(), xb.mask.clone())
+        y, s = layer.step(own, s, training=training, constants=c)
+        y = type(y)._trusted(y.values.clone(), y.mask.clone())  # the output may alias the input
+        _scribble(own.values)
+        _scribble(own.mask)
+        return y, s
+
+    return step_fn
 
 
 def _find_output_latency(
@@ -500,7 +529,18 @@ def verify_contract(
         _check_close("batching", layer, y, y_b, rtol, atol, "layer output changed when garbage batch rows were added")
 
     if layer.supports_step:
-        y_step, state0, state1 = _run_step(layer, x, training, constants, stream_constants, 1, seed)
+        reusing = _reused_blocks_step_fn(layer, training)
+        y_step, state0, state1 = _run_step(layer, x, training, constants, stream_constants, 1, seed, reusing)
+        if not sequences_close(y, y_step, rtol=rtol, atol=atol)[0]:
+            y_own, _, _ = _run_step(layer, x, training, constants, stream_constants, 1, seed)
+            if sequences_close(y, y_own, rtol=rtol, atol=atol)[0]:
+                raise ContractViolation(
+                    "aliasing",
+                    layer,
+                    "step output changed when each input block was overwritten after its step (as a live "
+                    "loop reusing one buffer does): the state keeps a view of the input; keep a copy "
+                    "(torch.cat or .clone())",
+                )
         _check_state(layer, state0, state1)
         _check_empty_step(layer, x, training, constants, stream_constants, seed)
         if y_step.channel_spec != y.channel_spec:
