@@ -151,6 +151,13 @@ class DelayKeepsView(DelayStep):
         return y, sl.MaskedSequence._trusted(x.values[:, n - 1 :], x.mask[:, n - 1 :])
 
 
+class ReluInPlace(sl.PreservesType, sl.PreservesShape, sl.Stateless):
+    """Correct outputs (a ReLU), but computed in the caller's tensor."""
+
+    def layer(self, x, *, training=None, constants=None):
+        return Sequence(x.values.relu_(), x.mask).mask_invalid()
+
+
 class WrongReceptiveField(CausalFIR):
     """Looks back taps - 1 steps but declares (0, 0)."""
 
@@ -228,6 +235,7 @@ BROKEN = [
     ("step", lambda: StepDisagrees(3), (2,), {}),
     ("empty_step", lambda: EmptyStepCounts(3), (2,), {}),
     ("aliasing", lambda: DelayKeepsView(1), (2,), {}),
+    ("mutation", lambda: ReluInPlace(), (2,), {}),
     ("gradients", lambda: StepDetaches(3), (2,), {}),
     ("compile", lambda: ItemInStep(3), (2,), {"compile": True, "compile_backend": "eager"}),
     ("compile", lambda: BranchInStep(3), (2,), {"compile": True, "compile_backend": "eager"}),

@@ -13,6 +13,7 @@
    steps to a 0-length output and the same state (structure and values).
    ``aliasing``: the state keeps copies, not views of the input block: the step pass
    overwrites each block after its step, as a live loop refilling one buffer does.
+   ``mutation``: ``layer`` and ``step`` leave their input tensors as they were given.
 7. ``receptive_field``: the declared receptive field equals the Jacobian's.
    ``latency``: when ``step`` disagrees with ``layer`` but would agree under a
    different output latency, the declared latency is wrong (reported instead of
@@ -53,6 +54,7 @@ CHECKS = (
     "state",
     "empty_step",
     "aliasing",
+    "mutation",
     "receptive_field",
     "compile",
 )
@@ -184,13 +186,31 @@ def _scribble(t: torch.Tensor) -> None:
         t.add_(1)
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN matching NaN (invalid steps may hold NaN)."""
+    if a.dtype.is_floating_point or a.dtype.is_complex:
+        return bool(((a == b) | (a.isnan() & b.isnan())).all())
+    return torch.equal(a, b)
+
+
+def _check_input_untouched(
+    layer: SequenceLayer, x: Sequence, kept: tuple[torch.Tensor, torch.Tensor], mode: str
+) -> None:
+    if not (_same(x.values, kept[0]) and torch.equal(x.mask, kept[1])):
+        raise ContractViolation(
+            "mutation", layer, f"{mode} changed its input in place (the caller's tensors); compute into new tensors"
+        )
+
+
 def _reused_blocks_step_fn(layer: SequenceLayer, training: bool) -> Callable[..., Any]:
     """``layer.step`` on a copy of each block, overwritten after the step as a live loop reuses its
-    audio buffer: a state that keeps a view of its input (not a copy) changes the later steps."""
+    audio buffer: a state that keeps a view of its input (not a copy) changes the later steps.
+    The step must also leave the block as it was given."""
 
     def step_fn(xb: Sequence, s: State, c: Constants | None) -> Any:
         own = type(xb)._trusted(xb.values.clone(), xb.mask.clone())
         y, s = layer.step(own, s, training=training, constants=c)
+        _check_input_untouched(layer, own, (xb.values, xb.mask), "step")
         y = type(y)._trusted(y.values.clone(), y.mask.clone())  # the output may alias the input
         _scribble(own.values)
         _scribble(own.mask)
@@ -483,10 +503,12 @@ def verify_contract(
     params = [p for p in layer.parameters() if p.requires_grad]
 
     # Layer pass and its spec.
+    kept = (x.values.clone(), x.mask.clone())
     try:
         y = _run_layer(layer, x, training, constants, seed).mask_invalid()
     except SpecMismatchError as e:  # the base class's output checks
         raise ContractViolation("spec", layer, str(e)) from e
+    _check_input_untouched(layer, x, kept, "layer")
     spec = layer.get_output_spec(x.channel_spec, constants=constants)
     if y.channel_shape != tuple(spec.shape) or y.dtype != spec.dtype:
         raise ContractViolation(
