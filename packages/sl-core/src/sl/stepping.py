@@ -317,11 +317,12 @@ class Streamer:
                 f"{tuple(self._input_spec.shape)} {self._input_spec.dtype}; got batch {chunk.values.shape[0]} and "
                 f"{chunk.channel_shape} {chunk.dtype}."
             )
+        steps_the_chunk = self._pending is None  # else the layer steps a new concatenation
         y = self._run(chunk)
         # A layer may hand back views of its input (a decimation's values, a passed-through mask):
         # the output gets its own memory, so refilling the chunk's buffer leaves it as it was.
         values, mask = y.values, y.mask
-        if _shares_memory(values, chunk) or _shares_memory(mask, chunk):
+        if steps_the_chunk and (_shares_memory(values, chunk) or _shares_memory(mask, chunk)):
             y = type(y)._trusted(
                 values.clone() if _shares_memory(values, chunk) else values,
                 mask.clone() if _shares_memory(mask, chunk) else mask,
