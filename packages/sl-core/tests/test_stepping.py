@@ -145,8 +145,13 @@ def test_streamer_equals_layer_for_any_chunking(name, data):
     x = random_sequence(2, 13, 4, random_mask=True)
     streamer = sl.Streamer(layer, 2, x.channel_spec)
     outputs, start = [], 0
+    values, mask = torch.empty(2, 5, 4), torch.empty(2, 5, dtype=torch.bool)  # one buffer, refilled
     for size in data.draw(st.lists(st.integers(0, 5), max_size=8)):  # 0-length chunks included
-        outputs.append(streamer.push(x[:, start : start + size]))
+        size = min(size, 13 - start)
+        values[:, :size], mask[:, :size] = x.values[:, start : start + size], x.mask[:, start : start + size]
+        outputs.append(streamer.push(sl.Sequence(values[:, :size], mask[:, :size])))
+        values.fill_(float("nan"))
+        mask.logical_not_()
         start += size
     outputs.append(streamer.push(x[:, start:]))
     outputs.append(streamer.flush())
