@@ -324,6 +324,21 @@ def _dpsa_cases() -> list[LayerCase]:
             time=21,
         )
     )
+    r, o = _t5(4, heads, False, max_distance=2)
+    configs.append(
+        Config(
+            "T5(4, causal, max_distance 2 = max_exact: no bias beyond the exact buckets), P=4 F=0",
+            ref(
+                "DotProductSelfAttention",
+                num_heads=heads,
+                units_per_head=units,
+                max_past_horizon=4,
+                relative_position_embedding=r,
+            ),
+            ours("DotProductSelfAttention", D, heads, units, 4, 0, relative_position_embedding=o),
+            (D,),
+        )
+    )
     # q/k networks (RoPE).
     configs.append(
         Config(

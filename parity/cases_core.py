@@ -19,6 +19,13 @@ GLOBAL_EINOPS_RF = (
     "outputs agree"
 )
 
+REPEAT_LATENCY = (
+    "reference bug: its Repeat accumulates the child's latency with Python side effects inside nn.scan, whose "
+    "body is traced twice whatever num_repeats is, so it reports 2 x the child's latency (checked for "
+    "num_repeats 1, 2, 3, 5 with Delay and DepthwiseConv1D children); sl reports num_repeats x the child's "
+    "latency, which is what the repeated layer has. Outputs agree (found by fuzzing)"
+)
+
 LOOKAHEAD_STEP = (
     "step mode: the reference drops the first `length` *valid* input steps (its countdown only advances on "
     "valid steps), sl drops the first `length` *physical* steps, matching layer mode (`x[:, length:]`); "
@@ -265,6 +272,18 @@ def _combinator_cases() -> list[LayerCase]:
                         num_repeats=2,
                     ),
                     (3,),
+                ),
+                Config(
+                    "DepthwiseConv1D(k4 reverse_causal) x3",
+                    ref(
+                        "Repeat",
+                        layer=ref("DepthwiseConv1D", kernel_size=4, padding="reverse_causal"),
+                        num_repeats=3,
+                    ),
+                    ours("Repeat", ours("DepthwiseConv1D", 3, 4, padding="reverse_causal"), num_repeats=3),
+                    (3,),
+                    known_difference=REPEAT_LATENCY,
+                    known_scope=("input_latency", "output_latency"),
                 ),
             ],
             group="combinators",

@@ -126,6 +126,17 @@ def _rglru() -> LayerCase:
             random_mask=False,
             time=64,
         ),
+        # An empty input with the linear scan (sl once indexed step 0 of it; found by fuzzing). The
+        # reference's step_by_step_static fails on 0 steps (it concatenates no blocks): layer only.
+        Config(
+            "8 units, linear scan, empty input",
+            ref("RGLRU", units=8, num_heads=2, scan_type="linear_native"),
+            ours("RGLRU", 8, 2, scan_type="linear"),
+            (8,),
+            random_mask=False,
+            time=0,
+            check_step=False,
+        ),
         Config(
             "8 units, 2 heads, random mask",
             ref("RGLRU", units=8, num_heads=2),

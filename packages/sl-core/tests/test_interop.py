@@ -271,6 +271,21 @@ def test_repeat_slices_stacked_variables() -> None:
         )
 
 
+def test_nested_repeats_slice_each_stacked_axis() -> None:
+    """The reference stacks a Repeat inside a Repeat on two leading axes, outer first (found by
+    fuzzing: the inner Repeat read the outer axis as its own)."""
+    kernel, bias = _rand(2, 3, 2, 2), _rand(2, 3, 2)
+    variables = {"params": {"child_layer": {"layers_0": {"child_layer": {"kernel": kernel, "bias": bias}}}}}
+    model = load_flax_params(sl.Repeat(sl.Serial(sl.Repeat(ToyDense(2, 2), 3)), 2), variables)
+    for i, outer in enumerate(model.layers):
+        for j, child in enumerate(outer.layers[0].layers):
+            np.testing.assert_array_equal(child.weight.detach().numpy(), kernel[i, j].T)
+            np.testing.assert_array_equal(child.bias.detach().numpy(), bias[i, j])
+    variables["params"]["child_layer"]["layers_0"]["child_layer"]["kernel"] = kernel[:, :2]
+    with pytest.raises(ConversionError, match=r"nested Repeats of 2 x 3 expect leading axes \(2, 3\)"):
+        load_flax_params(sl.Repeat(sl.Serial(sl.Repeat(ToyDense(2, 2), 3)), 2), variables)
+
+
 def test_wrappers_and_named_children() -> None:
     k, b = _rand(2, 2), _rand(2)
     # Blockwise shares its scope with the child in the reference.

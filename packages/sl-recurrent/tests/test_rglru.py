@@ -253,3 +253,14 @@ def test_property_layer_and_step_match_the_oracle(time, heads, only_real, seed):
         np.testing.assert_allclose(
             sl.step_by_step(layer, x)[0].mask_invalid().values.numpy(), want, rtol=2e-5, atol=2e-6
         )
+
+
+@pytest.mark.parametrize("scan_type", ["auto", "linear", "associative", "chunked"])
+@pytest.mark.parametrize("only_real", [True, False])
+def test_empty_input_gives_an_empty_output_with_every_scan(scan_type, only_real):
+    """A 0-step input is an empty output for every scan (the linear scan once indexed step 0; found by fuzzing)."""
+    layer = RGLRU(4, 2, only_real=only_real, scan_type=scan_type)
+    x = sl.Sequence(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool))
+    with torch.no_grad():
+        y = layer.layer(x, training=False)
+    assert y.values.shape == (2, 0, 4) and y.mask.shape == (2, 0)

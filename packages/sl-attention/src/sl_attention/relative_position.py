@@ -206,8 +206,14 @@ class T5RelativePositionEmbedding(RelativePositionEmbedding):
     def reset_parameters(self) -> None:
         _embed_init_(self.embedding)
 
+    @property
+    def _degenerate(self) -> bool:
+        """``max_distance`` equals the exact range (``num_buckets // 2`` per direction)."""
+        return self.max_distance == (self.num_buckets // 2 if self.bidirectional else self.num_buckets) // 2
+
     def bucket(self, relative: torch.Tensor) -> torch.Tensor:
-        """The bucket (int64, in ``[0, num_buckets)``) of each relative position ``key - query``."""
+        """The bucket (int64, in ``[0, num_buckets)``) of each relative position ``key - query``
+        (negative for far distances when ``max_distance`` equals the exact range: see below)."""
         n = -relative.to(torch.int64)
         num_buckets = self.num_buckets
         ret = torch.zeros_like(n)
@@ -220,8 +226,17 @@ class T5RelativePositionEmbedding(RelativePositionEmbedding):
         max_exact = num_buckets // 2
         is_small = n < max_exact
         eps = torch.finfo(torch.float32).eps
-        large = torch.log(n.to(torch.float32) / max_exact + eps) / math.log(self.max_distance / max_exact)
-        large = max_exact + (large * (num_buckets - 1 - max_exact)).to(torch.int64)
+        if self._degenerate:
+            # The log ratio is log(1) = 0: +inf (NaN at n = 0). The reference casts it to int32
+            # (XLA saturates, NaN -> 0) and adds max_exact in int32, which wraps to a negative
+            # bucket: its one-hot lookup gives those distances no bias (see ``bias``). torch's
+            # float -> int cast of inf is undefined, so that arithmetic is spelled out here.
+            large = torch.log(n.to(torch.float32) / max_exact + eps) / 0.0 * (num_buckets - 1 - max_exact)
+            large = torch.nan_to_num(large, nan=0.0, posinf=2.0**31 - 1, neginf=-(2.0**31))
+            large = (large.to(torch.int64) + max_exact + 2**31) % 2**32 - 2**31  # int32 wrap-around
+        else:
+            large = torch.log(n.to(torch.float32) / max_exact + eps) / math.log(self.max_distance / max_exact)
+            large = max_exact + (large * (num_buckets - 1 - max_exact)).to(torch.int64)
         large = torch.clamp(large, max=num_buckets - 1)
         return ret + torch.where(is_small, n, large)
 
@@ -229,6 +244,10 @@ class T5RelativePositionEmbedding(RelativePositionEmbedding):
         dtype = self.compute_dtype or queries.dtype
         values = self.embedding.to(dtype)  # [R, N]
         bucket = self.bucket(relative)  # [B or 1, Tq, Tk]
+        if self._degenerate:
+            # Negative buckets (see ``bucket``): no bias, as the reference's one-hot lookup gives.
+            inside = (bucket >= 0)[..., None].to(dtype)
+            return (values[bucket.clamp(min=0)] * inside).permute(0, 3, 1, 2)
         # [B, Tq, Tk, N] -> [B, N, Tq, Tk]
         return values[bucket].permute(0, 3, 1, 2)
 

@@ -408,7 +408,8 @@ class RGLRU(LazyInputSize, SequenceLayer):
         if scan == "auto":
             scan = "chunked" if values.device.type == "cpu" else "associative"
         if scan == "linear":
-            h, _ = linear_scan(a, b, [torch.zeros_like(t[:, 0]) for t in b])
+            # The initial state from the shape (not ``t[:, 0]``, which an empty input lacks).
+            h, _ = linear_scan(a, b, [t.new_zeros((t.shape[0], *t.shape[2:])) for t in b])
         elif scan == "chunked":
             h = chunked_scan(a, b)
         else:

@@ -135,8 +135,11 @@ class Blockwise(WrapperMixin):
     ``layer``), ``layer`` here runs the child step by step, ``block_size`` steps at a
     time (flushing its input latency and dropping its output latency), so peak memory
     is bounded by the block rather than the sequence; gradients flow through it as
-    through ``layer``. Sequence-valued constants are passed whole to every step (not
-    cut into blocks). A child that cannot step falls back to its own ``layer``. Other
+    through ``layer``. The output is always the latency-aligned ``ceil(T * output_ratio)``
+    steps, so a child whose own ``layer`` changes the length by design (``Delay`` with
+    ``delay_layer_output``, ``Lookahead``) gives a different length here than in the
+    reference, whose ``Blockwise.layer`` returns the child's. Sequence-valued constants are
+    passed whole to every step (not cut into blocks). A child that cannot step falls back to its own ``layer``. Other
     metadata is the child's.
     """
 

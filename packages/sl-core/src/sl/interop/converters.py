@@ -114,27 +114,35 @@ def _convert_repeat(module: torch.nn.Module, variables: Variables) -> None:
 
 
 class _IndexedVariables(Variables):
-    """A view that reads slice ``index`` of the leading (stacked) axis of every value."""
+    """A view that reads slice ``index`` of the leading (stacked) axis of every value. Nested
+    Repeats stack again (outer axis first), so a view of a view indexes both, outer first."""
 
     def __init__(self, base: Variables, index: int, count: int) -> None:
         super().__init__(base._trees, base.path, base._ctx, base.module_path)
-        self._index = index
-        self._count = count
+        outer = base._levels if isinstance(base, _IndexedVariables) else ()
+        self._levels: tuple[tuple[int, int], ...] = (*outer, (index, count))
 
     def take(self, name: str, collection: str = "params") -> np.ndarray:
-        arr = super().take(name, collection)
-        if arr.ndim == 0 or arr.shape[0] != self._count:
-            self._ctx.problems.append(
-                f"mis-shaped: {self.path_of(name, collection)} has shape {arr.shape}; a Repeat of "
-                f"{self._count} expects a leading axis of {self._count}"
+        arr = Variables.take(self, name, collection)
+        counts = tuple(count for _, count in self._levels)
+        if arr.ndim < len(counts) or tuple(arr.shape[: len(counts)]) != counts:
+            expected = (
+                f"a Repeat of {counts[0]} expects a leading axis of {counts[0]}"
+                if len(counts) == 1
+                else f"nested Repeats of {' x '.join(map(str, counts))} expect leading axes {counts}"
             )
+            self._ctx.problems.append(f"mis-shaped: {self.path_of(name, collection)} has shape {arr.shape}; {expected}")
             from sl.interop.flax import _Missing
 
             raise _Missing(name)
-        return arr[self._index]
+        for index, _ in self._levels:
+            arr = arr[index]
+        return arr
 
     def child(self, name: str) -> Variables:
-        return _IndexedVariables(super().child(name), self._index, self._count)
+        view = _IndexedVariables(Variables.child(self, name), 0, 1)
+        view._levels = self._levels
+        return view
 
 
 # ----------------------------------------------------------------------------- layers
